@@ -1,0 +1,220 @@
+//! Where things live in storage, and the names of cluster locks.
+//!
+//! ```text
+//! certificates/<issuer>/<name>/<name>.crt    PEM chain, leaf first
+//! certificates/<issuer>/<name>/<name>.key    PKCS#8 PEM private key
+//! certificates/<issuer>/<name>/<name>.json   metadata (names, not-after, issuer, ...)
+//! acme/<issuer>/accounts/<contact>.json      ACME account credentials
+//! challenges/http-01/<token>                 key authorization for an HTTP-01 token
+//! challenges/tls-alpn-01/<name>              inputs of a TLS-ALPN-01 certificate
+//! ca/<ca>/...                                the internal CA's root and intermediate
+//! ```
+//!
+//! `<name>` is [`safe_name`] of a server name, `<issuer>` is [`issuer_key`] of an issuer's
+//! identity (an ACME directory URL, or a local CA's name). Locks have names of their own,
+//! which never collide with storage keys.
+
+/// The top-level prefix of certificates.
+pub const CERTIFICATES: &str = "certificates";
+/// The top-level prefix of ACME data.
+pub const ACME: &str = "acme";
+/// The top-level prefix of challenge data.
+pub const CHALLENGES: &str = "challenges";
+/// The top-level prefix of the internal CA.
+pub const CA: &str = "ca";
+
+/// A server name made safe as one key segment: IDNs in their ASCII (punycode) form, lower
+/// case, no trailing dot, `*` as `_` (so `*.example.com` becomes `_.example.com`), and
+/// any character outside `[a-z0-9._-]` as `_`.
+pub fn safe_name(server_name: &str) -> String {
+    let trimmed = server_name.trim().trim_end_matches('.');
+    let (wild, rest) = match trimmed.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, trimmed),
+    };
+    let ascii = idna::domain_to_ascii(rest).unwrap_or_else(|_| rest.to_ascii_lowercase());
+    let mut out = String::with_capacity(ascii.len() + 2);
+    if wild {
+        out.push_str("_.");
+    }
+    out.extend(ascii.chars().map(|c| match c {
+        'a'..='z' | '0'..='9' | '.' | '-' | '_' => c,
+        'A'..='Z' => c.to_ascii_lowercase(),
+        _ => '_',
+    }));
+    let out = out.trim_matches('.').to_owned();
+    match out.as_str() {
+        "" | "." | ".." => "_".to_owned(),
+        _ => out,
+    }
+}
+
+/// An issuer's identity made safe as one key segment: for a URL, its host and path with
+/// `/` as `-` (`https://acme-v02.api.letsencrypt.org/directory` becomes
+/// `acme-v02.api.letsencrypt.org-directory`); any character outside `[a-z0-9._-]` as `-`.
+pub fn issuer_key(issuer: &str) -> String {
+    let without_scheme = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    let mut out: String = without_scheme
+        .trim_matches('/')
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    out = out.trim_matches('.').to_owned();
+    if out.is_empty() { "-".to_owned() } else { out }
+}
+
+/// The prefix holding one certificate's files.
+pub fn certificate_prefix(issuer: &str, server_name: &str) -> String {
+    let name = safe_name(server_name);
+    format!("{CERTIFICATES}/{}/{name}", issuer_key(issuer))
+}
+
+/// The key of a certificate's PEM chain.
+pub fn certificate_chain(issuer: &str, server_name: &str) -> String {
+    let name = safe_name(server_name);
+    format!("{CERTIFICATES}/{}/{name}/{name}.crt", issuer_key(issuer))
+}
+
+/// The key of a certificate's private key.
+pub fn certificate_key(issuer: &str, server_name: &str) -> String {
+    let name = safe_name(server_name);
+    format!("{CERTIFICATES}/{}/{name}/{name}.key", issuer_key(issuer))
+}
+
+/// The key of a certificate's metadata.
+pub fn certificate_meta(issuer: &str, server_name: &str) -> String {
+    let name = safe_name(server_name);
+    format!("{CERTIFICATES}/{}/{name}/{name}.json", issuer_key(issuer))
+}
+
+/// The key of an ACME account for a directory and contact.
+pub fn acme_account(directory_url: &str, contact: &str) -> String {
+    let contact = if contact.is_empty() {
+        "default".to_owned()
+    } else {
+        safe_segment(contact)
+    };
+    format!(
+        "{ACME}/{}/accounts/{contact}.json",
+        issuer_key(directory_url)
+    )
+}
+
+/// The key holding the key authorization of an HTTP-01 token.
+pub fn http01_token(token: &str) -> String {
+    format!("{CHALLENGES}/http-01/{}", safe_segment(token))
+}
+
+/// The key holding the TLS-ALPN-01 challenge inputs for a server name.
+pub fn tls_alpn01(server_name: &str) -> String {
+    format!("{CHALLENGES}/tls-alpn-01/{}", safe_name(server_name))
+}
+
+/// The prefix of an internal CA's files.
+pub fn ca_prefix(ca_name: &str) -> String {
+    format!("{CA}/{}", issuer_key(ca_name))
+}
+
+/// The lock taken while obtaining or renewing a certificate for a server name.
+pub fn issue_lock(server_name: &str) -> String {
+    format!("issue/{}", safe_name(server_name))
+}
+
+/// The lock taken while creating an ACME account.
+pub fn account_lock(directory_url: &str) -> String {
+    format!("account/{}", issuer_key(directory_url))
+}
+
+/// The lock taken while creating an internal CA.
+pub fn ca_lock(ca_name: &str) -> String {
+    format!("ca/{}", issuer_key(ca_name))
+}
+
+/// The lock taken by storage cleaning, cluster-wide.
+pub const CLEAN_LOCK: &str = "clean";
+
+/// Any text as one safe key segment: `[A-Za-z0-9._@+-]` kept, the rest as `_`, at most
+/// 200 bytes, never empty or dot-only.
+pub fn safe_segment(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '@' | '+' | '-' => c,
+            _ => '_',
+        })
+        .take(crate::MAX_SEGMENT_LEN)
+        .collect();
+    if out.is_empty() || out.chars().all(|c| c == '.') || out.starts_with(crate::RESERVED_PREFIX) {
+        out.insert(0, '_');
+        out.truncate(crate::MAX_SEGMENT_LEN);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate_key;
+
+    #[test]
+    fn names_are_normalized() {
+        assert_eq!(safe_name("Example.COM."), "example.com");
+        assert_eq!(safe_name("*.example.com"), "_.example.com");
+        assert_eq!(safe_name("bücher.example"), "xn--bcher-kva.example");
+        assert_eq!(safe_name("xn--bcher-kva.example"), "xn--bcher-kva.example");
+        assert_eq!(safe_name("../../etc"), "_.._etc");
+        assert_eq!(safe_name(""), "_");
+        assert_eq!(safe_name(".."), "_");
+    }
+
+    #[test]
+    fn issuer_keys() {
+        assert_eq!(
+            issuer_key("https://acme-v02.api.letsencrypt.org/directory"),
+            "acme-v02.api.letsencrypt.org-directory"
+        );
+        assert_eq!(
+            issuer_key("https://127.0.0.1:14000/dir"),
+            "127.0.0.1-14000-dir"
+        );
+        assert_eq!(issuer_key("local"), "local");
+    }
+
+    #[test]
+    fn every_layout_key_is_valid() {
+        let hostile = [
+            "*.Example.com",
+            "../x",
+            "a/b",
+            "\u{0}",
+            ".certstore",
+            "",
+            ".",
+        ];
+        for name in hostile {
+            for key in [
+                certificate_chain("https://ca/dir", name),
+                certificate_key("local", name),
+                certificate_meta("local", name),
+                certificate_prefix("local", name),
+                acme_account("https://ca/dir", name),
+                http01_token(name),
+                tls_alpn01(name),
+                ca_prefix(name),
+                issue_lock(name),
+                account_lock(name),
+                ca_lock(name),
+            ] {
+                assert!(validate_key(&key).is_ok(), "{key:?} from {name:?}");
+            }
+        }
+        assert_eq!(
+            certificate_chain("local", "a.example"),
+            "certificates/local/a.example/a.example.crt"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The contracts at the heart of certstore: how certificates, keys, ACME accounts,
+//! challenge tokens and locks are stored and shared by a fleet of TLS servers.
+//!
+//! - [`Storage`]: an async key-value store every node shares (file system, S3, Azure
+//!   Blob, SQL, Redis, or your own).
+//! - [`Locker`]: leases for mutual exclusion across the fleet; [`lock`] waits for one and
+//!   keeps it alive.
+//! - [`Cache`]: the in-memory map the TLS handshake reads certificates from.
+//! - [`MemoryStorage`]: both traits in memory, for tests and one process.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cert_core::{lock, LockOptions, Locker, MemoryStorage, Storage, StorageExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> cert_core::Result<()> {
+//! let storage = Arc::new(MemoryStorage::new());
+//! let guard = lock(storage.clone() as Arc<dyn Locker>, "issue/example.com", &LockOptions::default()).await?;
+//! if storage.load_opt("certificates/local/example.com/example.com.crt").await?.is_none() {
+//!     storage.store("certificates/local/example.com/example.com.crt", b"PEM").await?;
+//! }
+//! guard.release().await?;
+//! assert_eq!(storage.list("certificates", true).await?.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+mod error;
+pub mod keys;
+mod lock;
+mod memory;
+mod storage;
+pub mod testing;
+
+pub use cache::Cache;
+pub use error::{BoxError, Error, KeyProblem, Result};
+pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock};
+pub use memory::MemoryStorage;
+pub use storage::{
+    KeyInfo, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_VALUE_LEN, RESERVED_PREFIX, Storage, StorageExt,
+    is_below, list_from_keys, range_end, range_start, validate_key, validate_prefix,
+    validate_value,
+};
+
+/// A storage that also provides locks: what the certificate engine and the shared test
+/// suite need. Every type implementing both traits is one.
+pub trait Store: Storage + Locker {}
+
+impl<T: Storage + Locker> Store for T {}
+
+pub use async_trait::async_trait;
+pub use rustls;

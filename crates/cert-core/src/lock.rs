@@ -1,0 +1,471 @@
+//! Cluster-wide mutual exclusion: the [`Locker`] primitives backends implement, and the
+//! waiting, keep-alive and release logic built on them once, here.
+//!
+//! A lock is a lease. [`Locker::try_acquire`] takes a free (or expired) lock for a time to
+//! live and returns a [`Lease`] carrying a unique token; only that token can
+//! [`refresh`](Locker::refresh) or [`release`](Locker::release) it. A holder that crashes
+//! loses the lock when its lease runs out.
+//!
+//! [`lock`] waits for a lock with jittered backoff and returns a [`LockGuard`] that
+//! refreshes the lease in the background until it is released. Work done under a lock must
+//! re-check storage after acquiring: another node may have done it while this one waited.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// The atomic lock primitives a backend provides.
+///
+/// Implementations must be safe across processes and hosts sharing the backend: two
+/// callers can never both hold a live lease for one name. Lock names follow the key rules
+/// of [`validate_key`](crate::validate_key) and live in a namespace of their own, apart
+/// from storage keys. Expiry should be judged by the backend server's clock where it has
+/// one, so clock skew between nodes cannot break exclusion.
+#[async_trait]
+pub trait Locker: Send + Sync + 'static {
+    /// Tries once to take the lock `name` for `ttl`: `Ok(Some(lease))` when taken (the
+    /// lock was free or its previous lease had expired), `Ok(None)` when another live
+    /// lease holds it.
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>>;
+
+    /// Extends `lease` to `ttl` from now and returns the extended lease. Fails with
+    /// [`Error::LockLost`] when `lease` is not the live holder (expired, taken over,
+    /// released, or a foreign token), without disturbing the real holder.
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
+
+    /// Releases `lease`. Fails with [`Error::LockLost`] when `lease` is not the live holder,
+    /// without disturbing the real holder.
+    async fn release(&self, lease: &Lease) -> Result<()>;
+}
+
+/// A random token identifying one lease.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LockToken(String);
+
+impl LockToken {
+    /// A fresh token: 128 random bits from the operating system, as 32 hex digits.
+    ///
+    /// Falls back to a time-and-counter based value only if the OS random source fails,
+    /// which keeps tokens unique within a process.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mixed = nanos ^ (u128::from(count) << 64) ^ u128::from(std::process::id());
+            bytes = mixed.to_le_bytes();
+        }
+        LockToken(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// A token read back from a backend.
+    pub fn from_string(token: impl Into<String>) -> Self {
+        LockToken(token.into())
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LockToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LockToken({})", self.0)
+    }
+}
+
+impl fmt::Display for LockToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One holding of a lock: its name, token and how long it is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    name: String,
+    token: LockToken,
+    ttl: Duration,
+    deadline: Instant,
+}
+
+impl Lease {
+    /// A lease on `name` with `token` for `ttl`, counted from `started`, the instant
+    /// just *before* the request that took or refreshed it was sent, so the local deadline
+    /// never outlives the one the backend enforces.
+    pub fn new(name: impl Into<String>, token: LockToken, ttl: Duration, started: Instant) -> Self {
+        Lease {
+            name: name.into(),
+            token,
+            ttl,
+            deadline: started + ttl,
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lease's token.
+    pub fn token(&self) -> &LockToken {
+        &self.token
+    }
+
+    /// The time to live this lease was taken or last refreshed with.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The local instant after which the lease can no longer be relied on.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the local deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// The same lease with the deadline moved to `ttl` after `started` (for backends'
+    /// `refresh`).
+    pub fn renewed(&self, ttl: Duration, started: Instant) -> Lease {
+        Lease::new(self.name.clone(), self.token.clone(), ttl, started)
+    }
+}
+
+/// How [`lock`] and [`try_lock`] take and keep a lock.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LockOptions {
+    /// Lease time to live; the guard refreshes it every `ttl / 3`. Default 30 s.
+    pub ttl: Duration,
+    /// Give up waiting after this long with [`Error::LockTimeout`]; `None` (the default)
+    /// waits until the future is dropped.
+    pub timeout: Option<Duration>,
+    /// First pause between attempts while the lock is held elsewhere. Default 2 ms.
+    pub min_backoff: Duration,
+    /// Longest pause between attempts. Default 200 ms.
+    pub max_backoff: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            ttl: Duration::from_secs(30),
+            timeout: None,
+            min_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl LockOptions {
+    /// Options with this lease time to live.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Options that give up waiting after `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Options with these bounds for the pause between attempts.
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+}
+
+/// Waits until the lock `name` is taken and returns a guard that keeps it alive.
+///
+/// Cancel-safe: dropping the returned future at any point never leaves the lock held (an
+/// attempt in flight when the future is dropped releases what it took).
+pub async fn lock(locker: Arc<dyn Locker>, name: &str, options: &LockOptions) -> Result<LockGuard> {
+    let started = Instant::now();
+    let wake = LocalWaiters::register(name);
+    let mut backoff = options.min_backoff;
+    loop {
+        if let Some(lease) = attempt(&locker, name, options.ttl).await? {
+            return Ok(LockGuard::start(locker, lease));
+        }
+        let mut pause = jitter(backoff);
+        if let Some(timeout) = options.timeout {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Error::LockTimeout {
+                    name: name.to_owned(),
+                });
+            }
+            pause = pause.min(left);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = wake.notified() => {}
+        }
+        backoff = backoff.mul_f64(1.5).min(options.max_backoff);
+    }
+}
+
+/// Tries once to take the lock `name`: a guard, or `None` while another lease holds it.
+pub async fn try_lock(
+    locker: Arc<dyn Locker>,
+    name: &str,
+    options: &LockOptions,
+) -> Result<Option<LockGuard>> {
+    Ok(attempt(&locker, name, options.ttl)
+        .await?
+        .map(|lease| LockGuard::start(locker, lease)))
+}
+
+/// One cancel-safe acquisition attempt: the request runs in its own task, and if the
+/// caller is gone by the time it succeeds, the task releases what it took.
+async fn attempt(locker: &Arc<dyn Locker>, name: &str, ttl: Duration) -> Result<Option<Lease>> {
+    let (tx, rx) = oneshot::channel();
+    let task_locker = Arc::clone(locker);
+    let task_name = name.to_owned();
+    tokio::spawn(async move {
+        let result = task_locker.try_acquire(&task_name, ttl).await;
+        if let Err(Ok(Some(lease))) = tx.send(result) {
+            let _ = task_locker.release(&lease).await;
+        }
+    });
+    match rx.await {
+        Ok(result) => result,
+        Err(_) => Err(Error::backend(
+            "lock",
+            std::io::Error::other("lock attempt task ended without an answer"),
+        )),
+    }
+}
+
+fn jitter(pause: Duration) -> Duration {
+    pause.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Wakes waiters in this process as soon as a guard here releases the same name, so local
+/// contention does not wait out a backoff pause. Waiters elsewhere still poll.
+struct LocalWaiters {
+    name: String,
+    notify: Arc<Notify>,
+}
+
+static LOCAL_WAITERS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+impl LocalWaiters {
+    fn register(name: &str) -> Self {
+        let notify = Arc::clone(
+            LOCAL_WAITERS
+                .lock()
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Notify::new())),
+        );
+        LocalWaiters {
+            name: name.to_owned(),
+            notify,
+        }
+    }
+
+    async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    fn wake(name: &str) {
+        if let Some(notify) = LOCAL_WAITERS.lock().get(name) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for LocalWaiters {
+    fn drop(&mut self) {
+        let mut waiters = LOCAL_WAITERS.lock();
+        // The map's reference and ours: nobody else is waiting on this name.
+        if Arc::strong_count(&self.notify) <= 2 {
+            waiters.remove(&self.name);
+        }
+    }
+}
+
+struct Shared {
+    lease: Mutex<Lease>,
+    lost: watch::Sender<bool>,
+}
+
+/// A held lock. A background task refreshes the lease every third of its time to live;
+/// if the lease is lost (refresh refused, or the backend unreachable until the lease ran
+/// out) [`is_lost`](LockGuard::is_lost) turns true and [`lost`](LockGuard::lost) resolves.
+///
+/// Release with [`release`](LockGuard::release); dropping the guard also releases, on a
+/// best-effort basis, from a spawned task.
+pub struct LockGuard {
+    locker: Arc<dyn Locker>,
+    shared: Arc<Shared>,
+    keepalive: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lease", &*self.shared.lease.lock())
+            .field("lost", &*self.shared.lost.borrow())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    fn start(locker: Arc<dyn Locker>, lease: Lease) -> Self {
+        let (lost, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            lease: Mutex::new(lease),
+            lost,
+        });
+        let keepalive = tokio::spawn(keep_alive(Arc::clone(&locker), Arc::clone(&shared)));
+        LockGuard {
+            locker,
+            shared,
+            keepalive: Some(keepalive),
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> String {
+        self.shared.lease.lock().name().to_owned()
+    }
+
+    /// The current lease (its deadline moves on with every refresh).
+    pub fn lease(&self) -> Lease {
+        self.shared.lease.lock().clone()
+    }
+
+    /// Whether the lease has been lost: work under it must stop.
+    pub fn is_lost(&self) -> bool {
+        *self.shared.lost.borrow() || self.shared.lease.lock().is_expired()
+    }
+
+    /// Resolves once the lease is lost; never resolves while it is kept.
+    pub async fn lost(&self) {
+        let mut rx = self.shared.lost.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|lost| *lost).await;
+    }
+
+    /// Stops the keep-alive and releases the lock. Fails with [`Error::LockLost`] when the
+    /// lease had already been lost.
+    pub async fn release(mut self) -> Result<()> {
+        self.stop_keepalive();
+        let lease = self.lease();
+        let result = self.locker.release(&lease).await;
+        LocalWaiters::wake(lease.name());
+        result
+    }
+
+    fn stop_keepalive(&mut self) {
+        if let Some(task) = self.keepalive.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.keepalive.is_none() {
+            return; // released explicitly
+        }
+        self.stop_keepalive();
+        let lease = self.lease();
+        let locker = Arc::clone(&self.locker);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = locker.release(&lease).await;
+                LocalWaiters::wake(lease.name());
+            });
+        }
+    }
+}
+
+async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
+    loop {
+        let current = shared.lease.lock().clone();
+        let ttl = current.ttl();
+        tokio::time::sleep(ttl / 3).await;
+        let mut retry = (ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            let current = shared.lease.lock().clone();
+            if current.is_expired() {
+                shared.lost.send_replace(true);
+                return;
+            }
+            match locker.refresh(&current, ttl).await {
+                Ok(renewed) => {
+                    *shared.lease.lock() = renewed;
+                    break;
+                }
+                Err(Error::LockLost { .. }) => {
+                    shared.lost.send_replace(true);
+                    tracing::warn!(lock = current.name(), "lock lease lost");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(lock = current.name(), error = %err, "lock refresh failed; retrying");
+                    let left = current.deadline().saturating_duration_since(Instant::now());
+                    tokio::time::sleep(retry.min(left)).await;
+                    retry = (retry * 2).min(ttl / 3);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique_and_hex() {
+        let a = LockToken::generate();
+        let b = LockToken::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn lease_deadline_counts_from_start() {
+        let start = Instant::now();
+        let lease = Lease::new("n", LockToken::generate(), Duration::from_secs(5), start);
+        assert_eq!(lease.deadline(), start + Duration::from_secs(5));
+        assert!(!lease.is_expired());
+        let old = Lease::new("n", LockToken::generate(), Duration::ZERO, start);
+        assert!(old.is_expired());
+    }
+
+    #[test]
+    fn options_builders() {
+        let opts = LockOptions::default()
+            .with_ttl(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(1))
+            .with_backoff(Duration::from_millis(9), Duration::from_millis(1));
+        assert_eq!(opts.ttl, Duration::from_secs(3));
+        assert_eq!(opts.timeout, Some(Duration::from_secs(1)));
+        assert_eq!(opts.max_backoff, Duration::from_millis(9));
+    }
+}

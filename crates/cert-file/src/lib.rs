@@ -1,0 +1,1 @@
+//! File system storage for certstore.
