@@ -28,17 +28,25 @@
 #![deny(missing_docs)]
 
 mod cache;
+pub mod certificate;
 mod error;
+pub mod issuer;
 pub mod keys;
 mod lock;
+pub mod manager;
 mod memory;
+pub mod resolver;
 mod storage;
 pub mod testing;
 
 pub use cache::Cache;
+pub use certificate::{CertificateError, CertificateMeta, KeyType, StoredCertificate};
 pub use error::{BoxError, Error, KeyProblem, Result};
+pub use issuer::{InternalIssuer, InternalIssuerConfig, IssueError, IssueRequest, Issued, Issuer};
 pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock};
+pub use manager::{CertManager, Event, ManageError, ManagerConfig, RetryPolicy};
 pub use memory::MemoryStorage;
+pub use resolver::{CertResolver, server_config};
 pub use storage::{
     KeyInfo, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_VALUE_LEN, RESERVED_PREFIX, Storage, StorageExt,
     is_below, list_from_keys, range_end, range_start, validate_key, validate_prefix,
@@ -53,3 +61,4 @@ impl<T: Storage + Locker> Store for T {}
 
 pub use async_trait::async_trait;
 pub use rustls;
+pub use tokio_rustls;

@@ -1,0 +1,93 @@
+//! Issuers turn a request for names into a certificate chain: the internal CA here, ACME
+//! CAs, or your own.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+mod internal;
+
+pub use internal::{InternalIssuer, InternalIssuerConfig};
+
+/// What an issuer is asked for.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct IssueRequest<'a> {
+    /// The names to cover; the first is the primary one.
+    pub names: &'a [String],
+    /// The certificate's public key, as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+    pub public_key_pem: &'a str,
+    /// A PKCS#10 certificate signing request for `names`, signed by the private key, DER.
+    pub csr_der: &'a [u8],
+}
+
+/// An issued certificate chain.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The PEM chain, leaf first.
+    pub chain_pem: String,
+}
+
+impl Issued {
+    /// A chain, leaf first, in PEM.
+    pub fn new(chain_pem: impl Into<String>) -> Self {
+        Issued {
+            chain_pem: chain_pem.into(),
+        }
+    }
+}
+
+/// Why an issuer could not issue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// Retrying cannot help (the CA refused the names, the account is not authorized, ...).
+    #[error("issuance refused: {reason}")]
+    Rejected {
+        /// The issuer's explanation.
+        reason: String,
+    },
+    /// A failure worth retrying later, after `retry_after` when the issuer said so.
+    #[error("issuance failed: {source}")]
+    Temporary {
+        /// What failed.
+        #[source]
+        source: crate::BoxError,
+        /// How long the issuer asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The shared storage failed.
+    #[error(transparent)]
+    Storage(#[from] crate::Error),
+}
+
+impl IssueError {
+    /// A temporary failure with no requested delay.
+    pub fn temporary(source: impl Into<crate::BoxError>) -> Self {
+        IssueError::Temporary {
+            source: source.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IssueError::Rejected { .. } => false,
+            IssueError::Temporary { .. } => true,
+            IssueError::Storage(err) => err.is_retryable(),
+        }
+    }
+}
+
+/// Something that issues certificates. Object safe: the engine holds `Arc<dyn Issuer>`.
+#[async_trait]
+pub trait Issuer: Send + Sync + 'static {
+    /// A stable identity (an ACME directory URL, a local CA's name) that selects where this
+    /// issuer's certificates live in storage.
+    fn id(&self) -> String;
+
+    /// Issues a certificate for `request`.
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<Issued, IssueError>;
+}
