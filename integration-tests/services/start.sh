@@ -105,6 +105,12 @@ start_redis() {
   start_postgres
   start_mariadb
   start_redis
+  # Further servers (S3, Azurite, Pebble): each script in start.d installs and starts one,
+  # idempotently, and prints its `export CERTSTORE_TEST_...=...` lines on stdout.
+  for script in "$here"/start.d/*.sh; do
+    [ -e "$script" ] || continue
+    RUN_DIR="$run" bash "$script"
+  done
 } > "$run/env.tmp"
 mv "$run/env.tmp" "$run/env"
 log "servers ready; variables in $run/env:"

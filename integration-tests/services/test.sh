@@ -15,5 +15,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >&2
 fi
 
-cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@"
 cargo test --workspace --doc

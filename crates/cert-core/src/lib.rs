@@ -29,6 +29,7 @@
 
 mod cache;
 pub mod certificate;
+pub mod challenge;
 mod error;
 pub mod issuer;
 pub mod keys;
@@ -42,11 +43,14 @@ pub mod testing;
 pub use cache::Cache;
 pub use certificate::{CertificateError, CertificateMeta, KeyType, StoredCertificate};
 pub use error::{BoxError, Error, KeyProblem, Result};
-pub use issuer::{InternalIssuer, InternalIssuerConfig, IssueError, IssueRequest, Issued, Issuer};
+pub use issuer::{
+    AcmeConfig, AcmeIssuer, InternalIssuer, InternalIssuerConfig, IssueError, IssueRequest, Issued,
+    Issuer,
+};
 pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock};
-pub use manager::{CertManager, Event, ManageError, ManagerConfig, RetryPolicy};
+pub use manager::{CertManager, Event, ManageError, ManagerConfig, OnDemandConfig, RetryPolicy};
 pub use memory::MemoryStorage;
-pub use resolver::{CertResolver, server_config};
+pub use resolver::{CertResolver, HelloInfo, accept_lazy, accept_lazy_hello, server_config};
 pub use storage::{
     KeyInfo, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_VALUE_LEN, RESERVED_PREFIX, Storage, StorageExt,
     is_below, list_from_keys, range_end, range_start, validate_key, validate_prefix,

@@ -198,9 +198,135 @@ impl ManagerConfig {
     }
 }
 
+/// An async decision whether a name may get a certificate on demand.
+pub type OnDemandDecision =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// On-demand TLS: certificates obtained during the first handshake for a name not yet
+/// managed ([`CertManager::prepare_handshake`]). A name is allowed only when the decision
+/// function (if any) and the "ask" URL (if any) both allow it; with neither, nothing is
+/// allowed. A denied name never touches storage or the CA.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct OnDemandConfig {
+    /// The decision function.
+    pub decide: Option<OnDemandDecision>,
+    /// A URL asked with `GET <url>?domain=<name>` (plain `http://`); any 2xx allows.
+    pub ask_url: Option<String>,
+    /// How long the ask URL may take. Default 5 s.
+    pub ask_timeout: Duration,
+    /// At most this many new certificates per `rate_interval`. Default 10.
+    pub rate_limit: u32,
+    /// The rate-limit interval. Default 1 minute.
+    pub rate_interval: Duration,
+    /// How long a handshake waits for its certificate. Default 60 s.
+    pub handshake_timeout: Duration,
+}
+
+impl fmt::Debug for OnDemandConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnDemandConfig")
+            .field("decide", &self.decide.is_some())
+            .field("ask_url", &self.ask_url)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_interval", &self.rate_interval)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for OnDemandConfig {
+    fn default() -> Self {
+        OnDemandConfig {
+            decide: None,
+            ask_url: None,
+            ask_timeout: Duration::from_secs(5),
+            rate_limit: 10,
+            rate_interval: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl OnDemandConfig {
+    /// Allowing names for which `decide` resolves to true.
+    pub fn with_decision<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        self.decide = Some(Arc::new(move |name| Box::pin(decide(name))));
+        self
+    }
+
+    /// Allowing names for which `GET url?domain=<name>` answers 2xx.
+    pub fn with_ask_url(mut self, url: impl Into<String>) -> Self {
+        self.ask_url = Some(url.into());
+        self
+    }
+
+    /// At most `limit` new certificates per `interval`.
+    pub fn with_rate_limit(mut self, limit: u32, interval: Duration) -> Self {
+        self.rate_limit = limit;
+        self.rate_interval = interval;
+        self
+    }
+
+    /// Handshakes wait at most this long.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+struct OnDemandState {
+    config: OnDemandConfig,
+    /// Start of the current rate window and the certificates started in it.
+    window: Mutex<(Instant, u32)>,
+}
+
+impl OnDemandState {
+    async fn allowed(&self, name: &str) -> bool {
+        if self.config.decide.is_none() && self.config.ask_url.is_none() {
+            return false;
+        }
+        if let Some(decide) = &self.config.decide
+            && !decide(name.to_owned()).await
+        {
+            return false;
+        }
+        if let Some(url) = &self.config.ask_url {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let url = format!("{url}{sep}domain={name}");
+            match crate::challenge::http_request("GET", &url, None, self.config.ask_timeout).await {
+                Ok(response) if (200..300).contains(&response.status) => {}
+                Ok(_) => return false,
+                Err(err) => {
+                    tracing::warn!(name, error = %err, "the on-demand ask URL failed");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn take_rate_slot(&self) -> bool {
+        let mut window = self.window.lock();
+        if window.0.elapsed() >= self.config.rate_interval {
+            *window = (Instant::now(), 0);
+        }
+        if window.1 >= self.config.rate_limit {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
+
 #[derive(Debug, Clone)]
 struct NameState {
     meta: CertificateMeta,
+    chain_pem: Arc<str>,
     /// This node's renewal moment: the window's start moved earlier by a random jitter,
     /// so the nodes of a cluster do not all try at once.
     renew_at: SystemTime,
@@ -216,6 +342,7 @@ struct Inner {
     events: broadcast::Sender<Event>,
     names: Mutex<HashMap<String, Option<NameState>>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    on_demand: Mutex<Option<Arc<OnDemandState>>>,
 }
 
 /// Obtains, stores, loads and renews certificates; cheap to clone (clones share state).
@@ -252,6 +379,7 @@ impl CertManager {
                 events,
                 names: Mutex::new(HashMap::new()),
                 task: Mutex::new(None),
+                on_demand: Mutex::new(None),
             }),
         }
     }
@@ -269,6 +397,55 @@ impl CertManager {
     /// A rustls resolver serving this manager's certificates.
     pub fn resolver(&self) -> CertResolver {
         CertResolver::new(Arc::clone(&self.inner.cache))
+    }
+
+    /// Turns on-demand TLS on (or replaces its configuration).
+    pub fn enable_on_demand(&self, config: OnDemandConfig) {
+        *self.inner.on_demand.lock() = Some(Arc::new(OnDemandState {
+            config,
+            window: Mutex::new((Instant::now(), 0)),
+        }));
+    }
+
+    /// The preparation step of [`accept_lazy`](crate::accept_lazy) for on-demand TLS: when
+    /// `server_name` has no certificate in the cache and on-demand policy allows it, the
+    /// certificate is loaded or obtained (once per name however many handshakes wait, and
+    /// under the cluster lock), waiting at most the handshake timeout. Other names'
+    /// handshakes are not affected.
+    pub async fn prepare_handshake(&self, server_name: Option<String>) {
+        let Some(name) = server_name.and_then(|n| normalize_name(&n).ok()) else {
+            return;
+        };
+        if self.inner.cache.get(&name).is_some() {
+            return;
+        }
+        let Some(on_demand) = self.inner.on_demand.lock().clone() else {
+            return;
+        };
+        if !on_demand.allowed(&name).await {
+            tracing::debug!(name, "on-demand certificate denied");
+            return;
+        }
+        let work = self.inner.cache.get_or_try_insert_with(&name, || async {
+            if !on_demand.take_rate_slot() {
+                return Err(ManageError::Issue {
+                    name: name.clone(),
+                    last: IssueError::temporary(std::io::Error::other(
+                        "on-demand rate limit reached",
+                    )),
+                });
+            }
+            self.manage_one(&name).await?;
+            self.inner
+                .cache
+                .get_exact(&name)
+                .ok_or_else(|| ManageError::InvalidName(name.clone()))
+        });
+        match tokio::time::timeout(on_demand.config.handshake_timeout, work).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(name, error = %err, "on-demand certificate failed"),
+            Err(_) => tracing::warn!(name, "on-demand certificate took too long"),
+        }
     }
 
     /// Events from now on.
@@ -331,8 +508,9 @@ impl CertManager {
         let name = normalize_name(name)?;
         self.inner.names.lock().entry(name.clone()).or_insert(None);
         if let Some(stored) = self.load_stored(&name).await? {
-            let due = self.is_due(&stored.meta);
+            let due = self.due(&stored).await;
             self.install(&name, &stored)?;
+            self.apply_window(&name, &stored).await;
             self.emit(Event::Loaded { name: name.clone() });
             if !due {
                 return Ok(());
@@ -354,6 +532,50 @@ impl CertManager {
 
     fn is_due(&self, meta: &CertificateMeta) -> bool {
         SystemTime::now() >= meta.renew_at(self.inner.config.renew_ratio)
+    }
+
+    /// The renewal window the certificate's issuer suggests (ACME renewal information).
+    async fn issuer_window(
+        &self,
+        meta: &CertificateMeta,
+        chain_pem: &str,
+    ) -> Option<(SystemTime, SystemTime)> {
+        let issuer = self.inner.issuers.iter().find(|i| i.id() == meta.issuer)?;
+        issuer.renewal_window(meta, chain_pem).await
+    }
+
+    /// Whether a stored certificate is due: inside its issuer's suggested window when the
+    /// issuer offers one, else past the lifetime ratio.
+    async fn due(&self, stored: &StoredCertificate) -> bool {
+        match self.issuer_window(&stored.meta, &stored.chain_pem).await {
+            Some((start, _)) => SystemTime::now() >= start,
+            None => self.is_due(&stored.meta),
+        }
+    }
+
+    /// Moves this node's renewal moment to a random point of the issuer's suggested
+    /// window, when it offers one.
+    async fn apply_window(&self, name: &str, stored: &StoredCertificate) {
+        let Some((start, end)) = self.issuer_window(&stored.meta, &stored.chain_pem).await else {
+            return;
+        };
+        let span = end.duration_since(start).unwrap_or_default();
+        let at = start + span.mul_f64(fastrand::f64());
+        if let Some(Some(state)) = self.inner.names.lock().get_mut(name)
+            && state.meta.serial == stored.meta.serial
+        {
+            state.renew_at = at;
+        }
+    }
+
+    /// The renewal moment of `name` on this node (after any issuer-suggested window).
+    pub fn renewal_moment(&self, name: &str) -> Option<SystemTime> {
+        let name = normalize_name(name).ok()?;
+        self.inner
+            .names
+            .lock()
+            .get(&name)
+            .and_then(|state| state.as_ref().map(|s| s.renew_at))
     }
 
     /// Loads the newest usable certificate for `name` from any issuer's area of storage.
@@ -432,6 +654,7 @@ impl CertManager {
             name.to_owned(),
             Some(NameState {
                 meta: stored.meta.clone(),
+                chain_pem: Arc::from(stored.chain_pem.as_str()),
                 renew_at,
                 failures: 0,
                 next_attempt: None,
@@ -441,6 +664,7 @@ impl CertManager {
     }
 
     /// Obtains (or renews) a certificate for `name` under its cluster lock.
+    #[tracing::instrument(level = "debug", skip(self))]
     async fn obtain(&self, name: &str) -> Result<(), ManageError> {
         if self.inner.issuers.is_empty() {
             return Err(ManageError::NoIssuer);
@@ -458,12 +682,13 @@ impl CertManager {
         // Another node may have obtained or renewed it while this one waited.
         let served = self.certificate_meta(name);
         if let Some(stored) = self.load_stored(name).await?
-            && !self.is_due(&stored.meta)
+            && !self.due(&stored).await
         {
             let newer = served
                 .as_ref()
                 .is_none_or(|s| s.serial != stored.meta.serial);
             self.install(name, &stored)?;
+            self.apply_window(name, &stored).await;
             if newer {
                 self.emit(Event::Loaded {
                     name: name.to_owned(),
@@ -483,6 +708,7 @@ impl CertManager {
                 Ok(stored) => {
                     self.save(name, &stored).await?;
                     self.install(name, &stored)?;
+                    self.apply_window(name, &stored).await;
                     let event = if renewing {
                         Event::Renewed {
                             name: name.to_owned(),
@@ -517,6 +743,7 @@ impl CertManager {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip(self, issuer), fields(issuer = %issuer.id()))]
     async fn issue_with(
         &self,
         issuer: &dyn Issuer,
@@ -551,6 +778,7 @@ impl CertManager {
             })
     }
 
+    #[tracing::instrument(level = "debug", skip(self, stored))]
     async fn save(&self, name: &str, stored: &StoredCertificate) -> Result<(), Error> {
         let storage = &self.inner.storage;
         let issuer = &stored.meta.issuer;
@@ -610,6 +838,27 @@ impl CertManager {
     /// One renewal pass now: renews every managed certificate inside its window whose
     /// backoff has passed, and retries names that have no certificate yet.
     pub async fn renew_due(&self) {
+        let known: Vec<(String, CertificateMeta, Arc<str>)> = self
+            .inner
+            .names
+            .lock()
+            .iter()
+            .filter_map(|(name, state)| {
+                state
+                    .as_ref()
+                    .map(|s| (name.clone(), s.meta.clone(), Arc::clone(&s.chain_pem)))
+            })
+            .collect();
+        for (name, meta, chain_pem) in known {
+            if let Some((start, end)) = self.issuer_window(&meta, &chain_pem).await
+                && let Some(Some(state)) = self.inner.names.lock().get_mut(&name)
+                && state.meta.serial == meta.serial
+                && !(start..=end).contains(&state.renew_at)
+            {
+                let span = end.duration_since(start).unwrap_or_default();
+                state.renew_at = start + span.mul_f64(fastrand::f64());
+            }
+        }
         let now_wall = SystemTime::now();
         let now = Instant::now();
         let due: Vec<String> = self

@@ -9,6 +9,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::Cache;
+use crate::challenge::{ACME_TLS_ALPN, Challenges};
 
 /// A [`ResolvesServerCert`] that answers from a [`Cache`]: the exact server name, then the
 /// wildcard one level up, then an optional default for unknown names and handshakes
@@ -16,6 +17,7 @@ use crate::Cache;
 pub struct CertResolver {
     cache: Arc<Cache>,
     default_name: Option<String>,
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl fmt::Debug for CertResolver {
@@ -32,7 +34,16 @@ impl CertResolver {
         CertResolver {
             cache,
             default_name: None,
+            challenges: None,
         }
+    }
+
+    /// Answers TLS-ALPN-01 validation handshakes (ALPN `acme-tls/1`, and only those) with
+    /// the challenge certificates of `challenges`. Add `acme-tls/1` to the server
+    /// configuration's ALPN protocols too.
+    pub fn with_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+        self.challenges = Some(challenges);
+        self
     }
 
     /// Serves the certificate cached under `name` to clients that send no server name or
@@ -56,6 +67,14 @@ impl CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = client_hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // A validation handshake gets the challenge certificate or nothing.
+            let name = client_hello.server_name()?;
+            return self.challenges.as_ref()?.tls_alpn01_cert(name);
+        }
         self.lookup(client_hello.server_name())
     }
 }
@@ -75,6 +94,67 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<ServerConf
         .with_cert_resolver(resolver);
     config.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// Accepts a TLS connection in two steps, for when choosing the certificate needs I/O:
+/// reads the ClientHello, awaits `prepare` with the server name the client asked for
+/// (load a certificate from storage, obtain one on demand, ...), then completes the
+/// handshake with `config`. The resolver itself stays an in-memory lookup.
+pub async fn accept_lazy<IO, F, Fut>(
+    io: IO,
+    config: Arc<ServerConfig>,
+    prepare: F,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    accept_lazy_hello(io, config, |hello| prepare(hello.server_name)).await
+}
+
+/// What [`accept_lazy_hello`] tells its preparation step about the ClientHello.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct HelloInfo {
+    /// The server name the client asked for (SNI).
+    pub server_name: Option<String>,
+    /// The ALPN protocols the client offered.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl HelloInfo {
+    /// Whether this is a TLS-ALPN-01 validation handshake (ALPN `acme-tls/1`).
+    pub fn is_acme_tls_alpn(&self) -> bool {
+        self.alpn.iter().any(|p| p == ACME_TLS_ALPN)
+    }
+}
+
+/// Like [`accept_lazy`], with the ClientHello's server name and ALPN protocols: lets the
+/// preparation step load a TLS-ALPN-01 challenge certificate placed by another node
+/// ([`Challenges::prepare_tls_alpn01`]) when [`HelloInfo::is_acme_tls_alpn`].
+pub async fn accept_lazy_hello<IO, F, Fut>(
+    io: IO,
+    config: Arc<ServerConfig>,
+    prepare: F,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnOnce(HelloInfo) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+    let hello = start.client_hello();
+    let info = HelloInfo {
+        server_name: hello.server_name().map(str::to_owned),
+        alpn: hello
+            .alpn()
+            .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
+            .unwrap_or_default(),
+    };
+    prepare(info).await;
+    start.into_stream(config).await
 }
 
 /// A tokio-rustls acceptor for `config`.

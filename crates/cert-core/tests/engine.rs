@@ -391,3 +391,118 @@ async fn unmanaged_certificates_are_served() {
         cert_core::ManageError::NoIssuer
     ));
 }
+
+#[tokio::test]
+async fn cleaning_removes_expired_certificates_once_per_interval() {
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let short = internal(&storage, Duration::from_secs(1));
+    let mut config = config();
+    config.clean_grace = Duration::ZERO;
+    config.clean_interval = Duration::from_secs(3600);
+    let m = CertManager::new(
+        Arc::clone(&storage),
+        Arc::new(cert_core::Cache::new(10)),
+        vec![short],
+        config.clone(),
+    );
+    m.manage(["old.example"]).await.unwrap();
+    let long = CertManager::new(
+        Arc::clone(&storage),
+        Arc::new(cert_core::Cache::new(10)),
+        vec![Arc::new(InternalIssuer::new(
+            Arc::clone(&storage),
+            InternalIssuerConfig::default().with_name("long"),
+        ))],
+        config,
+    );
+    long.manage(["fresh.example"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // Another node holding the cleaning lock: this one skips.
+    let locker: Arc<dyn cert_core::Locker> = storage.clone();
+    let held = cert_core::try_lock(locker, cert_core::keys::CLEAN_LOCK, &LockOptions::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(m.clean_if_due().await.unwrap().is_empty());
+    held.release().await.unwrap();
+
+    let mut events = m.subscribe();
+    let removed = m.clean_if_due().await.unwrap();
+    assert_eq!(removed, vec!["certificates/local/old.example"]);
+    assert!(drain(&mut events).contains(&Event::Cleaned {
+        prefix: "certificates/local/old.example".into()
+    }));
+    assert!(
+        !storage
+            .exists("certificates/local/old.example")
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .exists("certificates/long/fresh.example")
+            .await
+            .unwrap()
+    );
+    // The CA itself is never cleaned.
+    assert!(storage.exists("ca/local/root.crt").await.unwrap());
+
+    // Ran recently (on any node): the next call does nothing.
+    m.manage(["old.example"]).await.ok();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(m.clean_if_due().await.unwrap().is_empty());
+    assert!(
+        storage
+            .exists("certificates/local/old.example")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn lazy_accept_prepares_the_certificate_before_the_handshake() {
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let ca = internal(&storage, Duration::from_secs(3600));
+    let m = manager(&storage, vec![ca.clone()]);
+    let config = Arc::new(server_config(Arc::new(m.resolver())).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_manager = m.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(None));
+        let seen_in = Arc::clone(&seen);
+        let mut tls = cert_core::accept_lazy(tcp, config, |name| async move {
+            *seen_in.lock() = name.clone();
+            if let Some(name) = name {
+                server_manager.manage([name]).await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        tls.write_all(b"hi").await.unwrap();
+        tls.shutdown().await.unwrap();
+        seen.lock().clone()
+    });
+    let mut roots = RootCertStore::empty();
+    for cert in cert_core::certificate::parse_chain(&ca.root_pem().await.unwrap()).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from("late.example").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut body = Vec::new();
+    tls.read_to_end(&mut body).await.unwrap();
+    assert_eq!(body, b"hi");
+    assert_eq!(server.await.unwrap().as_deref(), Some("late.example"));
+    assert!(m.cache().get("late.example").is_some());
+}

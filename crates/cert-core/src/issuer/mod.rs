@@ -1,12 +1,16 @@
 //! Issuers turn a request for names into a certificate chain: the internal CA here, ACME
 //! CAs, or your own.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+mod acme;
 mod internal;
 
+pub use acme::{
+    AcmeConfig, AcmeIssuer, ExternalAccountBinding, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
+};
 pub use internal::{InternalIssuer, InternalIssuerConfig};
 
 /// What an issuer is asked for.
@@ -90,4 +94,16 @@ pub trait Issuer: Send + Sync + 'static {
 
     /// Issues a certificate for `request`.
     async fn issue(&self, request: IssueRequest<'_>) -> Result<Issued, IssueError>;
+
+    /// The renewal window the issuer suggests for a certificate it issued (for ACME, the
+    /// CA's renewal information, RFC 9773), or `None` to let the engine decide from the
+    /// certificate's lifetime. The default is `None`.
+    async fn renewal_window(
+        &self,
+        meta: &crate::CertificateMeta,
+        chain_pem: &str,
+    ) -> Option<(SystemTime, SystemTime)> {
+        let _ = (meta, chain_pem);
+        None
+    }
 }

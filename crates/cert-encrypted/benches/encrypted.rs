@@ -1,0 +1,76 @@
+//! Seal and open throughput for 4 KiB values, and `Encrypted<MemoryStorage>` against
+//! plain `MemoryStorage` for store and load of 4 KiB values in the same run.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use cert_core::{MemoryStorage, Storage};
+use cert_encrypted::{Encrypted, KeyRing, SecretKey};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const SIZE: usize = 4096;
+const KEY: &str = "certificates/acme-v02/example.com/example.com.key";
+
+fn ring() -> KeyRing {
+    KeyRing::new(SecretKey::from_bytes([7; 32]))
+}
+
+fn value() -> Vec<u8> {
+    (0..SIZE).map(|i| (i % 251) as u8).collect()
+}
+
+fn secretbox(c: &mut Criterion) {
+    let ring = ring();
+    let value = value();
+    let sealed = ring.seal(KEY, &value).unwrap();
+    let mut group = c.benchmark_group("secretbox_4k");
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    group.bench_function("seal", |b| {
+        b.iter(|| ring.seal(black_box(KEY), black_box(&value)).unwrap())
+    });
+    group.bench_function("open", |b| {
+        b.iter(|| ring.open(black_box(KEY), black_box(&sealed)).unwrap())
+    });
+    group.bench_function("seal_open", |b| {
+        b.iter(|| {
+            let sealed = ring.seal(black_box(KEY), black_box(&value)).unwrap();
+            ring.open(KEY, &sealed).unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn storage(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let value = value();
+    let plain = MemoryStorage::new();
+    let encrypted = Encrypted::new(MemoryStorage::new(), ring());
+    rt.block_on(async {
+        plain.store(KEY, &value).await.unwrap();
+        encrypted.store(KEY, &value).await.unwrap();
+    });
+
+    let mut group = c.benchmark_group("storage_4k");
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    group.bench_function("memory/store", |b| {
+        b.iter(|| rt.block_on(plain.store(KEY, black_box(&value))).unwrap())
+    });
+    group.bench_function("encrypted/store", |b| {
+        b.iter(|| {
+            rt.block_on(encrypted.store(KEY, black_box(&value)))
+                .unwrap()
+        })
+    });
+    group.bench_function("memory/load", |b| {
+        b.iter(|| rt.block_on(plain.load(black_box(KEY))).unwrap())
+    });
+    group.bench_function("encrypted/load", |b| {
+        b.iter(|| rt.block_on(encrypted.load(black_box(KEY))).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, secretbox, storage);
+criterion_main!(benches);

@@ -1,0 +1,179 @@
+//! [`RedisConfig`]: where the server is, which namespace to use and how long to wait.
+
+use std::fmt;
+use std::time::Duration;
+
+use cert_core::Result;
+
+use crate::RedisStorage;
+
+/// The namespace used when none is configured.
+pub const DEFAULT_NAMESPACE: &str = "certstore";
+
+/// The default bound on one command's round trip, reconnection included.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default bound on opening one connection.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to reach Redis and where to keep data there.
+///
+/// The URL carries the address, the database, the credentials and TLS:
+/// `redis://[user][:password@]host[:port][/db]`, or `rediss://...` for TLS (rustls with the
+/// system's root certificates, or the ones given to
+/// [`with_root_certificates_pem`](RedisConfig::with_root_certificates_pem)).
+///
+/// `Debug` never prints the password or the certificates.
+///
+/// ```
+/// use std::time::Duration;
+/// use cert_redis::RedisConfig;
+///
+/// let config = RedisConfig::new("redis://:s3cret@127.0.0.1:6379/0")
+///     .with_namespace("prod")
+///     .with_response_timeout(Duration::from_secs(2));
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The server's URL, credentials included.
+    pub url: String,
+    /// The namespace isolating this storage's keys from others on the same server: every
+    /// Redis key starts with `{namespace}:`.
+    pub namespace: String,
+    /// The longest a single command may take, waiting for a reconnection included; past it
+    /// the call fails with [`Error::Unavailable`](cert_core::Error::Unavailable).
+    pub response_timeout: Duration,
+    /// The longest opening one connection may take.
+    pub connection_timeout: Duration,
+    /// PEM root certificates to trust for `rediss://` instead of the system's.
+    pub root_certificates_pem: Option<Vec<u8>>,
+}
+
+impl RedisConfig {
+    /// A configuration for the server at `url`, in the [`DEFAULT_NAMESPACE`], with the
+    /// default timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            root_certificates_pem: None,
+        }
+    }
+
+    /// The same configuration in `namespace` (not empty, without `{` or `}`).
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The same configuration with this bound on each command.
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The same configuration with this bound on opening a connection.
+    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// The same configuration trusting these PEM root certificates for `rediss://` (for a
+    /// server whose certificate comes from a private CA).
+    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates_pem = Some(pem.into());
+        self
+    }
+
+    /// Connects: see [`RedisStorage::from_config`].
+    pub async fn connect(self) -> Result<RedisStorage> {
+        RedisStorage::from_config(self).await
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field(
+                "root_certificates_pem",
+                &self.root_certificates_pem.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// `url` with any password (and any query string, which may carry one) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => (&url[..at + 3], &url[at + 3..]),
+        None => return "***".to_owned(),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) => user,
+                // A lone user-info part may be a password: hide it too.
+                None => "",
+            };
+            format!("{user}:***@{}", &authority[at + 1..])
+        }
+        None => authority.to_owned(),
+    };
+    let path = match tail.find(['?', '#']) {
+        Some(at) => format!("{}?***", &tail[..at]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{host}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let cases = [
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            ("redis://:pw@h:1/2", "redis://:***@h:1/2"),
+            ("rediss://user:pw@h", "rediss://user:***@h"),
+            ("redis://pw@h/0", "redis://:***@h/0"),
+            ("redis://u:p@ss@h/0", "redis://u:***@h/0"),
+            (
+                "redis+unix:///tmp/r.sock?pass=pw",
+                "redis+unix:///tmp/r.sock?***",
+            ),
+            ("garbage pw", "***"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let config = RedisConfig::new("redis://user:hunter2@h/0").with_root_certificates_pem("PEM");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("PEM\""), "{shown}");
+        assert!(shown.contains("user:***@h/0"), "{shown}");
+    }
+
+    #[test]
+    fn builders_set_fields() {
+        let config = RedisConfig::new("redis://h")
+            .with_namespace("ns")
+            .with_response_timeout(Duration::from_millis(300))
+            .with_connection_timeout(Duration::from_millis(200));
+        assert_eq!(config.namespace, "ns");
+        assert_eq!(config.response_timeout, Duration::from_millis(300));
+        assert_eq!(config.connection_timeout, Duration::from_millis(200));
+        assert_eq!(RedisConfig::new("redis://h").namespace, DEFAULT_NAMESPACE);
+    }
+}

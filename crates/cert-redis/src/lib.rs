@@ -1,0 +1,104 @@
+//! Redis storage and locks for certstore.
+//!
+//! [`RedisStorage`] implements [`Storage`](cert_core::Storage) and
+//! [`Locker`](cert_core::Locker) on one Redis (or Valkey) server, so every node of a
+//! fleet that points at the same server and namespace shares certificates, keys, ACME
+//! accounts and locks.
+//!
+//! ```
+//! use cert_core::{Storage, StorageExt};
+//! use cert_redis::RedisStorage;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> cert_core::Result<()> {
+//! // Runs against the server named by CERTSTORE_TEST_REDIS_URL, when there is one.
+//! let Ok(url) = std::env::var("CERTSTORE_TEST_REDIS_URL") else { return Ok(()) };
+//! let storage = RedisStorage::connect(&url, "doc_example").await?;
+//! storage.store("certificates/example.com/example.com.crt", b"PEM").await?;
+//! assert!(storage.exists("certificates/example.com").await?);
+//! assert_eq!(
+//!     storage.list("certificates", true).await?,
+//!     ["certificates/example.com/example.com.crt"]
+//! );
+//! storage.delete("certificates").await?;
+//! assert_eq!(storage.load_opt("certificates/example.com/example.com.crt").await?, None);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connecting
+//!
+//! [`RedisConfig`] takes a URL — `redis://[user][:password@]host[:port][/db]`, or
+//! `rediss://` for TLS through rustls (aws-lc-rs) with the system's root certificates or
+//! [your own](RedisConfig::with_root_certificates_pem) — a namespace, and timeouts. One
+//! multiplexed connection serves every clone of a storage and is re-established in the
+//! background when the server restarts or the network fails; no call hangs: each request
+//! is bounded by the [response timeout](RedisConfig::with_response_timeout) (5 s by
+//! default). Failures to reach the server are
+//! [`Error::Unavailable`](cert_core::Error::Unavailable) (retryable); other server errors
+//! are [`Error::Backend`](cert_core::Error::Backend), with the client's error as source.
+//! `Debug` never shows the password.
+//!
+//! The Redis client builds TLS configurations from rustls' process-wide crypto provider;
+//! for a `rediss://` URL, when no provider is installed yet, this crate installs
+//! aws-lc-rs (what rustls itself would pick) so the connection cannot fail for lack of one.
+//!
+//! # Data layout
+//!
+//! Every Redis key of a storage starts with the namespace in braces, `{ns}:`:
+//!
+//! | Redis key | type | holds |
+//! |---|---|---|
+//! | `{ns}:v:<key>` | string | the record of a value: a 20-byte header (`cs1`, a reserved byte, the modification time in nanoseconds since the Unix epoch and the size, both big-endian `u64`) followed by the value's bytes |
+//! | `{ns}:index` | sorted set | every key holding a value, all with score 0, so they sort bytewise |
+//! | `{ns}:lock:<name>` | string | the token of the lease holding lock `<name>`, expiring with it |
+//!
+//! - A value and its metadata are one Redis string, so they always change together.
+//!   Overwriting a key is a single `SET ... XX`; creating one runs a Lua script that sets
+//!   the record and adds the key to the index at once. So a reader never sees new bytes
+//!   with old metadata, every stored key is in the index, and the index lists no key
+//!   without a value (`delete` removes both in one script too).
+//! - `load` is one `GET`; `stat` of a value one `GETRANGE` of the header. A record whose
+//!   header is damaged or whose length differs from the size it records is
+//!   [`Error::Corrupt`](cert_core::Error::Corrupt).
+//! - `list` and the prefix checks of `exists` and `stat` read the index by lexicographic
+//!   range (`ZRANGEBYLEX` over [`range_start`](cert_core::range_start) ..
+//!   [`range_end`](cert_core::range_end)), in pages of 5,000; `KEYS` and `SCAN` are never
+//!   used, so listing costs the same however many other keys the server holds. A prefix's
+//!   modification time is that of the first key below it.
+//! - `delete` of a prefix removes the keys below it in atomic batches of 1,000 (record and
+//!   index entry together), so a huge subtree never blocks the server for long; a key
+//!   stored below the prefix while the batches run may survive.
+//! - A key may hold a value and be a prefix of other keys at the same time; the two never
+//!   interfere.
+//! - Locks: `SET {ns}:lock:<name> <token> NX PX <ttl>` takes a lock; refresh and release
+//!   run a script that `PEXPIRE`s or `DEL`s the lock only while it still holds the
+//!   caller's token. Expiry is decided by the Redis server's clock, so clock skew between
+//!   nodes cannot break exclusion.
+//!
+//! # Redis Cluster
+//!
+//! Not supported: the storage connects to a single server (a standalone Redis, or the
+//! primary of a replicated set behind one address). The layout is ready for it: the
+//! scripts and the index need every key of a namespace in one hash slot, and the `{ns}`
+//! hash tag at the start of every key puts them there. Some scripts reach records whose
+//! names they compute from the index, which Redis Cluster tolerates only because all
+//! of them share that slot. A namespace therefore lives on one node; spread load over a
+//! cluster with several namespaces.
+//!
+//! Redis persistence is the server's business: with `--save ''` and no AOF, a restart
+//! loses everything, certificates included. Use a persistent configuration in production.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod lock;
+mod record;
+mod scripts;
+mod storage;
+
+pub use config::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_RESPONSE_TIMEOUT, RedisConfig,
+};
+pub use storage::RedisStorage;

@@ -1,0 +1,93 @@
+//! The Lua scripts that make multi-key changes atomic on the server.
+//!
+//! Each script runs as one unit in Redis: no other command sees its intermediate state.
+//! `redis::Script` sends them by SHA1 (`EVALSHA`) and loads them again by itself after a
+//! server restart emptied the script cache.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Creates a value and records its key in the index, together.
+///
+/// KEYS[1] the value's record, KEYS[2] the index; ARGV[1] the record (header and bytes),
+/// ARGV[2] the storage key.
+pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return 1
+",
+    )
+});
+
+/// Deletes a key and up to `batch` keys below it, values and index entries together.
+///
+/// KEYS[1] the key's record, KEYS[2] the index; ARGV[1] the storage key, ARGV[2] and
+/// ARGV[3] the lexicographic range of the keys below it, ARGV[4] the prefix of records'
+/// names, ARGV[5] the batch size. Returns `{removed, more}`: how many keys holding
+/// values were removed, and 1 when keys below may remain (call again).
+pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local removed = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local batch = tonumber(ARGV[5])
+local below = redis.call('ZRANGEBYLEX', KEYS[2], ARGV[2], ARGV[3], 'LIMIT', 0, batch)
+for _, key in ipairs(below) do
+  redis.call('DEL', ARGV[4] .. key)
+end
+if #below > 0 then
+  redis.call('ZREM', KEYS[2], unpack(below))
+end
+local more = 0
+if #below == batch then more = 1 end
+return {removed + #below, more}
+",
+    )
+});
+
+/// The header of the first key below a prefix (its modification time stands for the
+/// prefix's), or nil when no key lies below it.
+///
+/// KEYS[1] the index; ARGV[1] and ARGV[2] the lexicographic range of the keys below the
+/// prefix, ARGV[3] the prefix of records' names, ARGV[4] the header's last byte offset.
+pub(crate) static STAT_PREFIX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local first = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, 1)
+if #first == 0 then return false end
+return redis.call('GETRANGE', ARGV[3] .. first[1], 0, tonumber(ARGV[4]))
+",
+    )
+});
+
+/// Extends a lock's expiry when it is still held by the given token.
+///
+/// KEYS[1] the lock; ARGV[1] the token, ARGV[2] the new time to live in milliseconds.
+/// Returns 1 when extended, 0 when the lock is held by another token or by none.
+pub(crate) static REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// Deletes a lock when it is still held by the given token.
+///
+/// KEYS[1] the lock; ARGV[1] the token. Returns 1 when released, 0 otherwise.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});

@@ -1,0 +1,442 @@
+//! [`RedisStorage`] and its [`Storage`] implementation.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use cert_core::{
+    Error, KeyInfo, Result, Storage, is_below, range_end, range_start, validate_key,
+    validate_prefix, validate_value,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, ConnectionAddr, TlsCertificates};
+
+use crate::config::RedisConfig;
+use crate::error::{BACKEND, bounded};
+use crate::{record, scripts};
+
+/// How many index entries one listing request reads.
+const LIST_PAGE: usize = 5_000;
+
+/// How many keys below a prefix one delete request removes.
+const DELETE_BATCH: usize = 1_000;
+
+/// A [`Storage`] and [`Locker`](cert_core::Locker) on one Redis server.
+///
+/// Cheap to clone: clones share one multiplexed connection, which reconnects by itself
+/// after the server restarts or the network fails. Every request is bounded by the
+/// configured response timeout and fails with a retryable
+/// [`Error::Unavailable`] when the server cannot be reached.
+///
+/// See the [crate documentation](crate) for the data layout.
+#[derive(Clone)]
+pub struct RedisStorage {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) names: Names,
+    pub(crate) timeout: Duration,
+    server: ServerInfo,
+}
+
+/// What `Debug` shows of the server: never the password.
+#[derive(Clone)]
+struct ServerInfo {
+    addr: String,
+    tls: bool,
+    db: i64,
+    username: Option<String>,
+    has_password: bool,
+}
+
+/// The Redis key names of one namespace.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    namespace: String,
+    /// `{ns}:v:`, followed by a storage key: the string holding that key's record.
+    value_prefix: String,
+    /// `{ns}:index`: the sorted set of every storage key holding a value.
+    index: String,
+    /// `{ns}:lock:`, followed by a lock name: the string holding the lock's token.
+    lock_prefix: String,
+}
+
+impl Names {
+    fn new(namespace: &str) -> Result<Self> {
+        if namespace.is_empty()
+            || namespace.contains(['{', '}'])
+            || namespace.chars().any(char::is_control)
+        {
+            return Err(Error::backend(
+                BACKEND,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "invalid namespace {namespace:?}: it must be non-empty, without braces or control characters"
+                    ),
+                ),
+            ));
+        }
+        let tag = format!("{{{namespace}}}:");
+        Ok(Names {
+            namespace: namespace.to_owned(),
+            value_prefix: format!("{tag}v:"),
+            index: format!("{tag}index"),
+            lock_prefix: format!("{tag}lock:"),
+        })
+    }
+
+    fn value(&self, key: &str) -> String {
+        let mut name = String::with_capacity(self.value_prefix.len() + key.len());
+        name.push_str(&self.value_prefix);
+        name.push_str(key);
+        name
+    }
+
+    pub(crate) fn lock(&self, name: &str) -> String {
+        format!("{}{name}", self.lock_prefix)
+    }
+}
+
+/// The `ZRANGEBYLEX` bounds of the keys strictly below `prefix`.
+fn lex_range(prefix: &str) -> (String, String) {
+    let min = if prefix.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("[{}", range_start(prefix))
+    };
+    let max = match range_end(prefix) {
+        Some(end) => format!("({end}"),
+        None => "+".to_owned(),
+    };
+    (min, max)
+}
+
+/// The direct child of `prefix` that `key` (below it) lies in.
+fn child_of<'k>(key: &'k str, prefix: &str) -> &'k str {
+    let skip = if prefix.is_empty() {
+        0
+    } else {
+        prefix.len() + 1
+    };
+    match key.get(skip..).and_then(|rest| rest.find('/')) {
+        Some(end) => &key[..skip + end],
+        None => key,
+    }
+}
+
+impl RedisStorage {
+    /// Connects to the server at `url` and keeps data under `namespace` (see
+    /// [`RedisConfig`] for the URL's form and the defaults).
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        RedisConfig::new(url)
+            .with_namespace(namespace)
+            .connect()
+            .await
+    }
+
+    /// Connects as `config` says and checks the server answers (and accepts the
+    /// credentials) with a `PING`.
+    ///
+    /// Fails with [`Error::Unavailable`] when the server cannot be reached within the
+    /// timeouts, [`Error::Backend`] for a malformed URL, a bad namespace or refused
+    /// credentials. Must be called inside a Tokio runtime.
+    pub async fn from_config(config: RedisConfig) -> Result<Self> {
+        let names = Names::new(&config.namespace)?;
+        let client = match &config.root_certificates_pem {
+            Some(pem) => Client::build_with_tls(
+                config.url.as_str(),
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(config.url.as_str()),
+        }
+        .map_err(|err| Error::backend(BACKEND, err))?;
+        let info = client.get_connection_info();
+        let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        let server = ServerInfo {
+            addr: info.addr().to_string(),
+            tls,
+            db: info.redis_settings().db(),
+            username: info.redis_settings().username().map(str::to_owned),
+            has_password: info.redis_settings().password().is_some(),
+        };
+        if tls {
+            ensure_crypto_provider();
+        }
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|err| Error::backend(BACKEND, err))?;
+        let storage = RedisStorage {
+            conn,
+            names,
+            timeout: config.response_timeout,
+            server,
+        };
+        let mut conn = storage.conn.clone();
+        bounded(
+            storage.timeout,
+            redis::cmd("PING").query_async::<()>(&mut conn),
+        )
+        .await?;
+        Ok(storage)
+    }
+
+    /// The namespace this storage keeps its keys in.
+    pub fn namespace(&self) -> &str {
+        &self.names.namespace
+    }
+
+    /// The bound on each request.
+    pub fn response_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn delete_batch(&self, key: &str, min: &str, max: &str) -> Result<(u64, bool)> {
+        let mut conn = self.conn.clone();
+        let mut call = scripts::DELETE.prepare_invoke();
+        call.key(self.names.value(key))
+            .key(&self.names.index)
+            .arg(key)
+            .arg(min)
+            .arg(max)
+            .arg(&self.names.value_prefix)
+            .arg(DELETE_BATCH);
+        let (removed, more): (u64, u8) =
+            bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+        Ok((removed, more == 1))
+    }
+}
+
+/// The Redis client builds its TLS configuration from rustls' process-wide crypto
+/// provider. When none is installed yet, install aws-lc-rs (the provider rustls would
+/// choose from its own features, and the only one this workspace uses), so that building
+/// the configuration cannot fail when several providers are compiled in.
+fn ensure_crypto_provider() {
+    use cert_core::rustls::crypto::{CryptoProvider, aws_lc_rs};
+    if CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: one provider is installed.
+        let _ = aws_lc_rs::default_provider().install_default();
+    }
+}
+
+impl fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStorage")
+            .field("addr", &self.server.addr)
+            .field("tls", &self.server.tls)
+            .field("db", &self.server.db)
+            .field("username", &self.server.username)
+            .field(
+                "password",
+                &if self.server.has_password {
+                    Some("<redacted>")
+                } else {
+                    None
+                },
+            )
+            .field("namespace", &self.names.namespace)
+            .field("response_timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Storage for RedisStorage {
+    async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
+        validate_key(key)?;
+        validate_value(key, value.len())?;
+        let record = record::encode(value, SystemTime::now());
+        let name = self.names.value(key);
+        let mut conn = self.conn.clone();
+        // Overwriting a key (the common case: renewals) is one plain `SET ... XX`: the key
+        // exists, so its index entry does too, and one command is atomic. Only a new key
+        // needs the script that creates the record and its index entry together.
+        let replaced: Option<()> = bounded(
+            self.timeout,
+            redis::cmd("SET")
+                .arg(&name)
+                .arg(&record)
+                .arg("XX")
+                .query_async(&mut conn),
+        )
+        .await?;
+        if replaced.is_some() {
+            return Ok(());
+        }
+        let mut call = scripts::CREATE.prepare_invoke();
+        call.key(name).key(&self.names.index).arg(record).arg(key);
+        bounded(self.timeout, call.invoke_async::<()>(&mut conn)).await
+    }
+
+    async fn load(&self, key: &str) -> Result<Vec<u8>> {
+        validate_key(key)?;
+        let mut conn = self.conn.clone();
+        let found: Option<Vec<u8>> = bounded(
+            self.timeout,
+            redis::cmd("GET")
+                .arg(self.names.value(key))
+                .query_async(&mut conn),
+        )
+        .await?;
+        match found {
+            Some(found) => record::value(key, found),
+            None => Err(Error::not_found(key)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        let (min, max) = lex_range(key);
+        let mut total = 0;
+        loop {
+            let (removed, more) = self.delete_batch(key, &min, &max).await?;
+            total += removed;
+            if !more {
+                break;
+            }
+        }
+        if total == 0 {
+            return Err(Error::not_found(key));
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        let (min, max) = lex_range(key);
+        let mut conn = self.conn.clone();
+        let (terminal, below): (bool, Vec<Vec<u8>>) = bounded(
+            self.timeout,
+            redis::pipe()
+                .cmd("EXISTS")
+                .arg(self.names.value(key))
+                .cmd("ZRANGEBYLEX")
+                .arg(&self.names.index)
+                .arg(min)
+                .arg(max)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(terminal || !below.is_empty())
+    }
+
+    async fn list(&self, prefix: &str, recursive: bool) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let (mut min, max) = lex_range(prefix);
+        let mut conn = self.conn.clone();
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let page: Vec<String> = bounded(
+                self.timeout,
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(&self.names.index)
+                    .arg(&min)
+                    .arg(&max)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(LIST_PAGE)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            let full = page.len() >= LIST_PAGE;
+            let next = page.last().map(|last| {
+                let child = child_of(last, prefix);
+                if !recursive && child.len() < last.len() {
+                    // Skip the rest of this child's subtree: its name is already listed.
+                    format!("[{child}0")
+                } else {
+                    format!("({last}")
+                }
+            });
+            for key in page {
+                if !is_below(&key, prefix) {
+                    continue;
+                }
+                if recursive {
+                    out.push(key);
+                } else {
+                    let child = child_of(&key, prefix);
+                    if out.last().map(String::as_str) != Some(child) {
+                        out.push(child.to_owned());
+                    }
+                }
+            }
+            match next {
+                Some(next) if full => min = next,
+                _ => break,
+            }
+        }
+        // Index order is bytewise, but a child's name can sort after a sibling key that
+        // follows it in the index ("a/b-x" < "a/b/c"), so sort the children once more.
+        if !recursive {
+            out.sort_unstable();
+            out.dedup();
+        }
+        Ok(out)
+    }
+
+    async fn stat(&self, key: &str) -> Result<KeyInfo> {
+        validate_key(key)?;
+        let mut conn = self.conn.clone();
+        let head: Vec<u8> = bounded(
+            self.timeout,
+            redis::cmd("GETRANGE")
+                .arg(self.names.value(key))
+                .arg(0)
+                .arg(record::HEADER_LEN - 1)
+                .query_async(&mut conn),
+        )
+        .await?;
+        if !head.is_empty() {
+            let header = record::header(key, &head)?;
+            return Ok(KeyInfo::terminal(key, header.size, header.modified));
+        }
+        let (min, max) = lex_range(key);
+        let mut call = scripts::STAT_PREFIX.prepare_invoke();
+        call.key(&self.names.index)
+            .arg(min)
+            .arg(max)
+            .arg(&self.names.value_prefix)
+            .arg(record::HEADER_LEN - 1);
+        let first: Option<Vec<u8>> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+        match first {
+            Some(head) => Ok(KeyInfo::prefix(key, record::header(key, &head)?.modified)),
+            None => Err(Error::not_found(key)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_hash_tag() {
+        let names = Names::new("ns_1").unwrap();
+        assert_eq!(names.value("a/b"), "{ns_1}:v:a/b");
+        assert_eq!(names.index, "{ns_1}:index");
+        assert_eq!(names.lock("issue/x"), "{ns_1}:lock:issue/x");
+        for bad in ["", "a{b", "a}b", "a\nb"] {
+            assert!(Names::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ranges_and_children() {
+        assert_eq!(lex_range(""), ("-".to_owned(), "+".to_owned()));
+        assert_eq!(lex_range("a/b"), ("[a/b/".to_owned(), "(a/b0".to_owned()));
+        assert_eq!(child_of("a/b/c", "a"), "a/b");
+        assert_eq!(child_of("a/b", "a"), "a/b");
+        assert_eq!(child_of("a/b", ""), "a");
+        assert_eq!(child_of("z", ""), "z");
+    }
+}

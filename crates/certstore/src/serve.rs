@@ -1,0 +1,213 @@
+//! `certstore serve`: the HTTPS demo.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cert_core::tokio_rustls::TlsAcceptor;
+use cert_core::{
+    Cache, CertManager, InternalIssuer, InternalIssuerConfig, Issuer, ManagerConfig, Store,
+    server_config,
+};
+use cert_file::FileStorage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Arguments of `certstore serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Storage directory shared by every server of the fleet.
+    #[arg(long, default_value = ".certstore", value_name = "PATH")]
+    storage: PathBuf,
+    /// A name to serve a certificate for (repeatable).
+    #[arg(long = "domain", value_name = "NAME", default_values_t = ["localhost".to_string()])]
+    domains: Vec<String>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    listen: SocketAddr,
+}
+
+/// Why `serve` stopped.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The certificates could not be obtained.
+    Certificates(String),
+    /// The listener could not be set up.
+    Listen(std::io::Error),
+    /// The TLS configuration was refused.
+    Tls(cert_core::rustls::Error),
+}
+
+impl ServeError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Listen(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Certificates(msg) => write!(f, "cannot obtain certificates: {msg}"),
+            ServeError::Listen(err) => write!(f, "cannot listen: {err}"),
+            ServeError::Tls(err) => write!(f, "TLS configuration: {err}"),
+        }
+    }
+}
+
+/// Runs the server until Ctrl-C.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let storage: Arc<dyn Store> = Arc::new(FileStorage::new(&args.storage));
+    let ca = Arc::new(InternalIssuer::new(
+        Arc::clone(&storage),
+        InternalIssuerConfig::default(),
+    ));
+    let root_pem = ca
+        .root_pem()
+        .await
+        .map_err(|err| ServeError::Certificates(err.to_string()))?;
+    let issuers: Vec<Arc<dyn Issuer>> = vec![ca.clone()];
+    let manager = CertManager::new(
+        storage,
+        Arc::new(Cache::new(10_000)),
+        issuers,
+        ManagerConfig::default().with_check_interval(Duration::from_secs(60)),
+    );
+    if let Err(failures) = manager.manage(&args.domains).await {
+        let text: Vec<String> = failures
+            .iter()
+            .map(|(name, err)| format!("{name}: {err}"))
+            .collect();
+        return Err(ServeError::Certificates(text.join("; ")));
+    }
+    manager.start();
+
+    let resolver = manager
+        .resolver()
+        .with_default(args.domains.first().cloned().unwrap_or_default());
+    let mut config = server_config(Arc::new(resolver)).map_err(ServeError::Tls)?;
+    // The demo answers HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(ServeError::Listen)?;
+    let addr = listener.local_addr().map_err(ServeError::Listen)?;
+    let root_path = args.storage.join(ca.root_key());
+    let root_shown = if root_path.exists() {
+        root_path.display().to_string()
+    } else {
+        let fallback = std::env::temp_dir().join("certstore-root.pem");
+        std::fs::write(&fallback, &root_pem).map_err(ServeError::Listen)?;
+        fallback.display().to_string()
+    };
+    let host = args.domains.first().map_or("localhost", String::as_str);
+    println!("listening on {addr}");
+    println!("root CA certificate: {root_shown}");
+    println!(
+        "try: curl --cacert {root_shown} https://{host}:{}/",
+        addr.port()
+    );
+
+    let manager = Arc::new(manager);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let manager = Arc::clone(&manager);
+                tokio::spawn(async move {
+                    if let Err(err) = answer(acceptor, tcp, &manager).await {
+                        tracing::debug!(%peer, error = %err, "connection ended");
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => {
+                println!("shutting down");
+                manager.stop();
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn answer(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    manager: &CertManager,
+) -> std::io::Result<()> {
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+        .await
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+    let server_name = tls
+        .get_ref()
+        .1
+        .server_name()
+        .unwrap_or("(no server name)")
+        .to_owned();
+    // Read the request head (bounded).
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::other("request timed out"))??;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 16 * 1024 {
+            tls.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").await?;
+            return tls.shutdown().await;
+        }
+    }
+    let meta = manager.certificate_meta(&server_name).or_else(|| {
+        manager
+            .managed_names()
+            .first()
+            .and_then(|name| manager.certificate_meta(name))
+    });
+    let cert_line = match meta {
+        Some(meta) => format!(
+            "certificate for {} from issuer \"{}\", serial {}, valid until {} (unix time)",
+            meta.names.join(", "),
+            meta.issuer,
+            meta.serial,
+            meta.not_after
+        ),
+        None => "no certificate metadata".to_owned(),
+    };
+    let body = format!(
+        "<!doctype html>\n<html><head><title>certstore</title></head><body>\n\
+         <h1>Hello from certstore</h1>\n<p>Server name: {}</p>\n<p>{}</p>\n\
+         <p>Served by process {}.</p>\n</body></html>\n",
+        html_escape(&server_name),
+        html_escape(&cert_line),
+        std::process::id()
+    );
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(response.as_bytes()).await?;
+    tls.shutdown().await
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
