@@ -71,9 +71,10 @@ pub use listing::{
     list_many_keys, list_matches_whole_segments, list_root, special_characters_in_keys,
 };
 pub use locks::{
-    abandoned_lock_taken_over_by_one, cancelled_wait_leaves_nothing_held, expired_lease_refused,
-    foreign_token_refused, keep_alive_holds_lock, late_winner_gets_full_lease,
-    lock_mutual_exclusion, lock_names_apart_from_keys, try_lock_while_held,
+    abandoned_lock_taken_over_by_one, cancelled_wait_leaves_nothing_held,
+    clean_expired_locks_spares_live_ones, expired_lease_refused, foreign_token_refused,
+    keep_alive_holds_lock, late_winner_gets_full_lease, lock_mutual_exclusion,
+    lock_names_apart_from_keys, try_lock_while_held,
 };
 pub use process::cross_process_lock;
 pub use runner::{CHILD_ENV, test_name};

@@ -442,3 +442,33 @@ pub async fn late_winner_gets_full_lease(fixture: &Fixture) {
     .await;
     ok(main.release(&lease).await, "release by the late winner");
 }
+
+/// Cleaning expired locks never removes a live lease, and leaves an expired one free.
+pub async fn clean_expired_locks_spares_live_ones(fixture: &Fixture) {
+    let caps = fixture.capabilities().clone();
+    let store = fixture.store().await;
+    let short = caps.ttl(Duration::from_millis(200));
+    let long = caps.ttl(Duration::from_secs(30)).max(short * 4);
+    let live = acquire(&*store, "clean-live", long).await;
+    acquire(&*store, "clean-dead", short).await;
+    tokio::time::sleep(short + caps.lock_expiry_slack + Duration::from_millis(100)).await;
+
+    let removed = ok(store.clean_expired_locks().await, "clean_expired_locks");
+    assert!(
+        removed <= 1,
+        "cleaning removed {removed} locks, only one had expired"
+    );
+    assert_held(&*store, "clean-live", short, "after cleaning expired locks").await;
+    let live = ok(
+        store.refresh(&live, long).await,
+        "refresh of a live lease after cleaning",
+    );
+    let again = acquire(&*store, "clean-dead", short).await;
+    ok(store.release(&again).await, "release of the retaken lock");
+    ok(store.release(&live).await, "release of the live lease");
+    assert_eq!(
+        ok(store.clean_expired_locks().await, "clean_expired_locks"),
+        0,
+        "nothing had expired the second time"
+    );
+}

@@ -44,6 +44,7 @@ macro_rules! __cert_conformance_cases {
             keep_alive_holds_lock,
             cancelled_wait_leaves_nothing_held,
             late_winner_gets_full_lease,
+            clean_expired_locks_spares_live_ones,
             cross_process_lock,
         }
     };

@@ -44,6 +44,14 @@ pub trait Locker: Send + Sync + 'static {
     /// Releases `lease`. Fails with [`Error::LockLost`] when `lease` is not the live holder,
     /// without disturbing the real holder.
     async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// Removes locks whose lease has expired and returns how many were removed. Only
+    /// backends that leave expired locks behind (lock rows, lock files) need this; where
+    /// the server drops expired locks by itself (Redis `PX`, blob leases) the default, which
+    /// removes nothing, is right. Must never remove a live lease. Wrappers forward it.
+    async fn clean_expired_locks(&self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// A random token identifying one lease.

@@ -67,6 +67,12 @@ pub enum Event {
         /// When the next attempt is due.
         retry_in: Option<Duration>,
     },
+    /// `name` is no longer served or renewed by this node (see
+    /// [`CertManager::unmanage`]).
+    Evicted {
+        /// The server name.
+        name: String,
+    },
     /// An expired certificate was removed from storage by cleaning.
     Cleaned {
         /// The storage prefix removed.
@@ -820,6 +826,26 @@ impl CertManager {
         });
     }
 
+    /// Stops managing `names` on this node: they leave the cache (handshakes for them no
+    /// longer find a certificate) and the renewal task. Storage is untouched, so other
+    /// nodes keep serving them. Emits [`Event::Evicted`] for each name that was managed.
+    pub fn unmanage<I, S>(&self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for name in names {
+            let Ok(name) = normalize_name(name.as_ref()) else {
+                continue;
+            };
+            let was_managed = self.inner.names.lock().remove(&name).is_some();
+            self.inner.cache.remove(&name);
+            if was_managed {
+                self.emit(Event::Evicted { name });
+            }
+        }
+    }
+
     /// Adds a certificate obtained elsewhere (PEM chain and key) to the cache under every
     /// name it covers; it is served but neither stored nor renewed. Returns the names.
     pub fn add_certificate(
@@ -960,6 +986,11 @@ impl CertManager {
                 });
                 removed.push(prefix.to_owned());
             }
+        }
+        match storage.clean_expired_locks().await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "removed expired locks"),
+            Err(err) => tracing::warn!(error = %err, "removing expired locks failed"),
         }
         storage.store_json(MARK, &system_to_unix(now)).await?;
         Ok(removed)

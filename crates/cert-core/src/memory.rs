@@ -199,6 +199,14 @@ impl Locker for MemoryStorage {
         }
     }
 
+    async fn clean_expired_locks(&self) -> Result<usize> {
+        let now = Instant::now();
+        let mut locks = self.inner.locks.lock();
+        let before = locks.len();
+        locks.retain(|_, held| held.expires > now);
+        Ok(before - locks.len())
+    }
+
     async fn release(&self, lease: &Lease) -> Result<()> {
         validate_key(lease.name())?;
         let now = Instant::now();
@@ -233,6 +241,20 @@ mod tests {
         ));
         assert_eq!(s.load("a/b").await.unwrap(), b"1");
         assert_eq!(s.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cleaning_removes_only_expired_locks() {
+        let s = MemoryStorage::new();
+        s.try_acquire("old", Duration::ZERO).await.unwrap().unwrap();
+        let live = s
+            .try_acquire("live", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.clean_expired_locks().await.unwrap(), 1);
+        assert_eq!(s.clean_expired_locks().await.unwrap(), 0);
+        s.refresh(&live, Duration::from_secs(60)).await.unwrap();
     }
 
     #[tokio::test]

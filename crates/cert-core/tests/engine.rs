@@ -427,8 +427,19 @@ async fn cleaning_removes_expired_certificates_once_per_interval() {
     assert!(m.clean_if_due().await.unwrap().is_empty());
     held.release().await.unwrap();
 
+    // A lock left by a crashed node: its lease ran out.
+    storage
+        .try_acquire("issue/crashed.example", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     let mut events = m.subscribe();
     let removed = m.clean_if_due().await.unwrap();
+    assert_eq!(
+        storage.clean_expired_locks().await.unwrap(),
+        0,
+        "cleaning already removed the expired lock"
+    );
     assert_eq!(removed, vec!["certificates/local/old.example"]);
     assert!(drain(&mut events).contains(&Event::Cleaned {
         prefix: "certificates/local/old.example".into()
@@ -505,4 +516,31 @@ async fn lazy_accept_prepares_the_certificate_before_the_handshake() {
     assert_eq!(body, b"hi");
     assert_eq!(server.await.unwrap().as_deref(), Some("late.example"));
     assert!(m.cache().get("late.example").is_some());
+}
+
+#[tokio::test]
+async fn unmanaged_names_leave_the_cache_and_the_renewal_task() {
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let issuer = Counting::new(internal(&storage, Duration::from_secs(2)));
+    let m = manager(&storage, vec![issuer.clone()]);
+    m.manage(["gone.example", "kept.example"]).await.unwrap();
+    let mut events = m.subscribe();
+    m.unmanage(["Gone.Example", "never.example"]);
+    assert_eq!(
+        drain(&mut events),
+        vec![Event::Evicted {
+            name: "gone.example".into()
+        }]
+    );
+    assert!(m.cache().get("gone.example").is_none());
+    assert_eq!(m.managed_names(), vec!["kept.example"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    m.renew_due().await;
+    assert_eq!(issuer.calls(), 3, "only kept.example was renewed");
+    assert!(
+        storage
+            .exists("certificates/local/gone.example")
+            .await
+            .unwrap()
+    );
 }

@@ -183,6 +183,10 @@ impl<S: Locker> Locker for Encrypted<S> {
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.inner.release(lease).await
     }
+
+    async fn clean_expired_locks(&self) -> Result<usize> {
+        self.inner.clean_expired_locks().await
+    }
 }
 
 /// Wraps a value in another, tower style: a tiny trait with no bound on what it wraps, so

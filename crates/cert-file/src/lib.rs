@@ -318,6 +318,11 @@ impl Locker for FileStorage {
         let lease = lease.clone();
         blocking(move || config.release(&lease)).await
     }
+
+    async fn clean_expired_locks(&self) -> Result<usize> {
+        let config = Arc::clone(&self.config);
+        blocking(move || config.clean_expired_locks()).await
+    }
 }
 
 #[cfg(test)]

@@ -268,6 +268,74 @@ impl Config {
         Ok(won)
     }
 
+    /// Removes the lock file of `name` if its lease has expired (past the clock-skew
+    /// tolerance), under the guard and only if it is still byte for byte the expired lease
+    /// judged; returns whether it removed one.
+    fn remove_if_expired(&self, name: &str) -> Result<bool> {
+        let paths = LockPaths::new(self, name);
+        let Some(current) = read_lock(&paths.file)? else {
+            return Ok(false);
+        };
+        if !self.lock_expired(&current) {
+            return Ok(false);
+        }
+        let guard = match self.try_guard(&paths.guard)? {
+            GuardTry::Taken(guard) => guard,
+            GuardTry::Busy | GuardTry::NoDir => return Ok(false),
+        };
+        let removed = match read_lock(&paths.file)? {
+            Some(now) if now.raw == current.raw && guard.fresh(self) => {
+                match fs::remove_file(&paths.file) {
+                    Ok(()) => true,
+                    Err(err) if is_absent(&err) => false,
+                    Err(err) => return Err(io_failure("remove", &paths.file, err)),
+                }
+            }
+            _ => false,
+        };
+        drop(guard);
+        Ok(removed)
+    }
+
+    /// Removes every expired lock file below the lock directory; returns how many.
+    pub(crate) fn clean_expired_locks(&self) -> Result<usize> {
+        let top = self.path(LOCK_DIR);
+        let mut removed = 0;
+        let mut dirs = vec![(top, String::new())];
+        while let Some((dir, prefix)) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(err) if is_absent(&err) => continue,
+                Err(err) => return Err(io_failure("read_dir", &dir, err)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|err| io_failure("read_dir", &dir, err))?;
+                let Ok(file_name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let rel = if prefix.is_empty() {
+                    file_name.clone()
+                } else {
+                    format!("{prefix}/{file_name}")
+                };
+                if kind.is_dir() {
+                    dirs.push((entry.path(), rel));
+                } else if kind.is_file()
+                    && !file_name.starts_with(TMP_PREFIX)
+                    && let Some(name) = rel.strip_suffix(LOCK_SUFFIX)
+                    && cert_core::validate_key(name).is_ok()
+                    && self.remove_if_expired(name)?
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Tries once to create the guard, breaking a stale one.
     fn try_guard(&self, path: &Path) -> Result<GuardTry> {
         for _ in 0..3 {

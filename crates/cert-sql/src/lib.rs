@@ -486,6 +486,11 @@ impl Locker for SqlStorage {
             Err(lock_lost(name))
         }
     }
+
+    async fn clean_expired_locks(&self) -> Result<usize> {
+        self.timed(async { on_backend!(self, b => b.clean_locks().await) })
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ struct Queries {
     read_token: SqlStr,
     refresh: SqlStr,
     release: SqlStr,
+    clean_locks: SqlStr,
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String> {
@@ -99,6 +100,7 @@ impl MySql {
             release: r(
                 "DELETE FROM {locks} WHERE ns = ? AND name = ? AND token = ? AND expires > {now}",
             ),
+            clean_locks: r("DELETE FROM {locks} WHERE ns = ? AND expires <= {now}"),
         };
         MySql {
             pool,
@@ -316,5 +318,14 @@ impl MySql {
             .await
             .map_err(err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn clean_locks(&self) -> Result<usize> {
+        let done = sqlx::query(self.q.clean_locks.clone())
+            .bind(&self.ns)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }

@@ -34,6 +34,7 @@ struct Queries {
     acquire: SqlStr,
     refresh: SqlStr,
     release: SqlStr,
+    clean_locks: SqlStr,
 }
 
 impl Postgres {
@@ -85,6 +86,7 @@ impl Postgres {
             release: r(
                 "DELETE FROM {locks} WHERE ns = $1 AND name = $2 AND token = $3 AND expires > {now}",
             ),
+            clean_locks: r("DELETE FROM {locks} WHERE ns = $1 AND expires <= {now}"),
         };
         Postgres {
             pool,
@@ -261,5 +263,14 @@ impl Postgres {
             .await
             .map_err(err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn clean_locks(&self) -> Result<usize> {
+        let done = sqlx::query(self.q.clean_locks.clone())
+            .bind(&self.ns)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }

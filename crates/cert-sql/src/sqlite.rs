@@ -42,6 +42,7 @@ struct Queries {
     acquire: SqlStr,
     refresh: SqlStr,
     release: SqlStr,
+    clean_locks: SqlStr,
 }
 
 impl Sqlite {
@@ -103,6 +104,7 @@ impl Sqlite {
             release: r(
                 "DELETE FROM {locks} WHERE ns = ?1 AND name = ?2 AND token = ?3 AND expires > {now}",
             ),
+            clean_locks: r("DELETE FROM {locks} WHERE ns = ?1 AND expires <= {now}"),
         };
         Sqlite {
             pool,
@@ -278,6 +280,15 @@ impl Sqlite {
             .await
             .map_err(err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn clean_locks(&self) -> Result<usize> {
+        let done = sqlx::query(self.q.clean_locks.clone())
+            .bind(&self.ns)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }
 
