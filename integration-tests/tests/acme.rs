@@ -760,21 +760,42 @@ struct AriServer {
 }
 
 mod ari_hits {
-    /// Renewal-info requests seen, by certificate identifier.
+    /// Renewal-info requests seen, by certificate identifier, and the payloads of the
+    /// new-order requests intercepted.
     #[derive(Default)]
-    pub struct Hits(pub std::sync::Mutex<Vec<String>>);
+    pub struct Hits(
+        pub std::sync::Mutex<Vec<String>>,
+        pub std::sync::Mutex<Vec<serde_json::Value>>,
+    );
+}
+
+/// The JSON payload of a flattened JWS request body.
+fn jws_payload(body: &[u8]) -> serde_json::Value {
+    use base64::Engine;
+    let jws: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jws["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
 }
 
 impl AriServer {
     async fn start(pebble: &Pebble, window: (i64, i64)) -> AriServer {
+        AriServer::start_with(pebble, window, false).await
+    }
+
+    /// With `intercept_orders`, the directory sends new orders here: their payloads are
+    /// recorded and refused with a `malformed` problem.
+    async fn start_with(pebble: &Pebble, window: (i64, i64), intercept_orders: bool) -> AriServer {
         let listener = bind(free_port()).await;
         let port = listener.local_addr().unwrap().port();
-        let directory = pebble.get(pebble.port, "/dir").await;
-        let directory = directory.trim().replacen(
-            '{',
-            &format!("{{\"renewalInfo\": \"https://localhost:{port}/renewal-info\",",),
-            1,
-        );
+        let mut directory: serde_json::Value =
+            serde_json::from_str(&pebble.get(pebble.port, "/dir").await).unwrap();
+        directory["renewalInfo"] = format!("https://localhost:{port}/renewal-info").into();
+        if intercept_orders {
+            directory["newOrder"] = format!("https://localhost:{port}/new-order").into();
+        }
+        let directory = directory.to_string();
         let info = format!(
             "{{\"suggestedWindow\": {{\"start\": \"{}\", \"end\": \"{}\"}}}}",
             rfc3339(window.0),
@@ -814,13 +835,37 @@ impl AriServer {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
-                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length").then_some(value)
+                        })
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + length {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
                     let path = head.split(' ').nth(1).unwrap_or("").to_owned();
                     let (status, extra, body) = if path == "/dir" {
                         ("200 OK", String::new(), directory)
                     } else if let Some(id) = path.strip_prefix("/renewal-info/") {
                         seen.0.lock().unwrap().push(id.to_owned());
                         ("200 OK", "Retry-After: 3600\r\n".to_owned(), info)
+                    } else if path == "/new-order" {
+                        seen.1
+                            .lock()
+                            .unwrap()
+                            .push(jws_payload(&buf[end..end + length]));
+                        (
+                            "400 Bad Request",
+                            String::new(),
+                            r#"{"type": "urn:ietf:params:acme:error:malformed", "detail": "refused by the test"}"#.to_owned(),
+                        )
                     } else {
                         ("404 Not Found", String::new(), String::new())
                     };
@@ -842,6 +887,10 @@ impl AriServer {
 
     fn hits(&self) -> Vec<String> {
         self.hits.0.lock().unwrap().clone()
+    }
+
+    fn orders(&self) -> Vec<serde_json::Value> {
+        self.hits.1.lock().unwrap().clone()
     }
 }
 
@@ -947,4 +996,74 @@ async fn renewal_info_window_drives_renewal() {
         "{events:?}"
     );
     assert_ne!(c.certificate_meta(name).unwrap().serial, first.serial);
+}
+
+/// A renewal order names the certificate it replaces (RFC 9773 `replaces`, the same
+/// identifier the renewal-info request used); a CA that refuses it gets the order again
+/// without it, and the old certificate stays in service when the renewal fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_orders_name_the_certificate_they_replace() {
+    let Some(pebble) = Pebble::start().await else {
+        return;
+    };
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let name = "replaces.example.com";
+    let first = node(&storage, &pebble, &[ChallengeType::Http01]);
+    let _http = serve_http(
+        bind(pebble.http_port).await,
+        vec![Arc::clone(&first.challenges)],
+    );
+    first.manager.manage([name]).await.unwrap();
+    let served = first.manager.certificate_meta(name).unwrap();
+
+    // A directory whose renewal window has started and whose new orders are intercepted;
+    // the certificate is moved into that directory's area so it is renewed, not obtained.
+    let now = now_unix();
+    let ari = AriServer::start_with(&pebble, (now - 120, now - 60), true).await;
+    let mut config = acme_config(&pebble, &[ChallengeType::Http01]);
+    config.directory_url = format!("https://localhost:{}/dir", ari.port);
+    let from = cert_core::keys::certificate_prefix(&first.issuer.id(), name);
+    let to = cert_core::keys::certificate_prefix(&config.directory_url, name);
+    for key in storage.list(&from, true).await.unwrap() {
+        let mut value = storage.load(&key).await.unwrap();
+        if key.ends_with(".json") {
+            let mut meta: serde_json::Value = serde_json::from_slice(&value).unwrap();
+            meta["issuer"] = config.directory_url.clone().into();
+            value = serde_json::to_vec(&meta).unwrap();
+        }
+        storage
+            .store(&key.replacen(&from, &to, 1), &value)
+            .await
+            .unwrap();
+    }
+    let challenges = Challenges::new(Arc::clone(&storage));
+    let issuer = Arc::new(AcmeIssuer::new(Arc::clone(&storage), challenges, config));
+    let second = CertManager::new(
+        Arc::clone(&storage),
+        Arc::new(Cache::new(10)),
+        vec![issuer as Arc<dyn Issuer>],
+        manager_config(),
+    );
+    second.manage([name]).await.unwrap();
+    second.renew_due().await;
+
+    let hits = ari.hits();
+    assert!(!hits.is_empty(), "renewal info was fetched");
+    let orders = ari.orders();
+    assert!(orders.len() >= 2, "{orders:?}");
+    assert_eq!(
+        orders[0]["replaces"].as_str(),
+        Some(hits[0].as_str()),
+        "the renewal order names the certificate it replaces: {orders:?}"
+    );
+    assert_eq!(orders[0]["identifiers"][0]["value"], name);
+    assert!(
+        orders[1].get("replaces").is_none(),
+        "the retry orders plainly: {orders:?}"
+    );
+    assert_eq!(second.certificate_meta(name).unwrap().serial, served.serial);
+    assert!(
+        second.cache().get(name).is_some(),
+        "the old certificate is still served"
+    );
 }

@@ -4,52 +4,17 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cert_core::rustls::pki_types::ServerName;
 use cert_core::rustls::{self, RootCertStore};
+use cert_core::testing::CountingIssuer;
 use cert_core::tokio_rustls::{TlsAcceptor, TlsConnector};
 use cert_core::{
-    CertManager, Event, InternalIssuer, InternalIssuerConfig, IssueError, IssueRequest, Issued,
-    Issuer, LockOptions, ManagerConfig, MemoryStorage, RetryPolicy, Store, async_trait,
-    server_config,
+    CertManager, Event, InternalIssuer, InternalIssuerConfig, Issuer, LockOptions, ManagerConfig,
+    MemoryStorage, RetryPolicy, Store, server_config,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Wraps an issuer: counts calls and can be told to fail.
-struct Counting {
-    inner: Arc<dyn Issuer>,
-    calls: AtomicUsize,
-    fail: AtomicBool,
-}
-
-impl Counting {
-    fn new(inner: Arc<dyn Issuer>) -> Arc<Self> {
-        Arc::new(Counting {
-            inner,
-            calls: AtomicUsize::new(0),
-            fail: AtomicBool::new(false),
-        })
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Issuer for Counting {
-    fn id(&self) -> String {
-        self.inner.id()
-    }
-    async fn issue(&self, request: IssueRequest<'_>) -> Result<Issued, IssueError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(IssueError::temporary(std::io::Error::other("CA down")));
-        }
-        self.inner.issue(request).await
-    }
-}
 
 fn internal(storage: &Arc<dyn Store>, leaf: Duration) -> Arc<InternalIssuer> {
     Arc::new(InternalIssuer::new(
@@ -91,7 +56,7 @@ fn serial(manager: &CertManager, name: &str) -> String {
 #[tokio::test]
 async fn obtains_once_then_loads_on_restart() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
-    let issuer = Counting::new(internal(&storage, Duration::from_secs(3600)));
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
     let first = manager(&storage, vec![issuer.clone()]);
     let mut events = first.subscribe();
     first.manage(["a.example", "*.b.example"]).await.unwrap();
@@ -134,7 +99,7 @@ async fn obtains_once_then_loads_on_restart() {
 async fn renews_inside_the_window_and_another_node_picks_it_up() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
     // Four-second leaves renew at half-life.
-    let issuer = Counting::new(internal(&storage, Duration::from_secs(4)));
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(4)));
     let a = manager(&storage, vec![issuer.clone()]);
     let b = manager(&storage, vec![issuer.clone()]);
     a.manage(["r.example"]).await.unwrap();
@@ -169,8 +134,8 @@ async fn renews_inside_the_window_and_another_node_picks_it_up() {
 #[tokio::test]
 async fn falls_back_to_the_next_issuer() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
-    let broken = Counting::new(internal(&storage, Duration::from_secs(3600)));
-    broken.fail.store(true, Ordering::SeqCst);
+    let broken = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
+    broken.set_failing(true);
     let backup: Arc<dyn Issuer> = Arc::new(InternalIssuer::new(
         Arc::clone(&storage),
         InternalIssuerConfig::default().with_name("backup"),
@@ -207,11 +172,11 @@ async fn falls_back_to_the_next_issuer() {
 #[tokio::test]
 async fn backs_off_and_keeps_serving_the_old_certificate() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
-    let issuer = Counting::new(internal(&storage, Duration::from_secs(2)));
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(2)));
     let m = manager(&storage, vec![issuer.clone()]);
     m.manage(["k.example"]).await.unwrap();
     let old = serial(&m, "k.example");
-    issuer.fail.store(true, Ordering::SeqCst);
+    issuer.set_failing(true);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let mut events = m.subscribe();
@@ -240,7 +205,7 @@ async fn backs_off_and_keeps_serving_the_old_certificate() {
     assert_eq!(serial(&m, "k.example"), old);
     assert!(m.cache().get("k.example").is_some());
 
-    issuer.fail.store(false, Ordering::SeqCst);
+    issuer.set_failing(false);
     tokio::time::sleep(Duration::from_millis(450)).await;
     m.renew_due().await;
     assert_ne!(
@@ -253,7 +218,7 @@ async fn backs_off_and_keeps_serving_the_old_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_fifty_names_fifty_issuances() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
-    let issuer = Counting::new(internal(&storage, Duration::from_secs(3600)));
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
     let names: Vec<String> = (0..50).map(|i| format!("n{i}.cluster.example")).collect();
     let nodes: Vec<CertManager> = (0..3)
         .map(|_| manager(&storage, vec![issuer.clone()]))
@@ -521,7 +486,7 @@ async fn lazy_accept_prepares_the_certificate_before_the_handshake() {
 #[tokio::test]
 async fn unmanaged_names_leave_the_cache_and_the_renewal_task() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
-    let issuer = Counting::new(internal(&storage, Duration::from_secs(2)));
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(2)));
     let m = manager(&storage, vec![issuer.clone()]);
     m.manage(["gone.example", "kept.example"]).await.unwrap();
     let mut events = m.subscribe();

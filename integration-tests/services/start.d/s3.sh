@@ -45,7 +45,7 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   fi
   log "installing moto into $venv"
   python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' >&2
 fi
 
 if answers; then
