@@ -34,6 +34,7 @@ mod error;
 pub mod issuer;
 pub mod keys;
 mod lock;
+mod lock_admin;
 pub mod manager;
 mod memory;
 pub mod resolver;
@@ -48,6 +49,7 @@ pub use issuer::{
     Issuer,
 };
 pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock};
+pub use lock_admin::{LockAdmin, LockInfo};
 pub use manager::{CertManager, Event, ManageError, ManagerConfig, OnDemandConfig, RetryPolicy};
 pub use memory::MemoryStorage;
 pub use resolver::{CertResolver, HelloInfo, accept_lazy, accept_lazy_hello, server_config};

@@ -100,7 +100,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cert_core::{
-    Error, KeyInfo, Lease, Locker, Result, Storage, validate_key, validate_prefix, validate_value,
+    Error, KeyInfo, Lease, LockAdmin, LockInfo, Locker, Result, Storage, validate_key,
+    validate_prefix, validate_value,
 };
 
 use crate::error::BACKEND;
@@ -322,6 +323,36 @@ impl Locker for FileStorage {
     async fn clean_expired_locks(&self) -> Result<usize> {
         let config = Arc::clone(&self.config);
         blocking(move || config.clean_expired_locks()).await
+    }
+}
+
+/// Lock files listed with their token, last write and expiry; forced release removes a
+/// lock file under its guard, whoever holds it.
+#[async_trait]
+impl LockAdmin for FileStorage {
+    async fn list_locks(&self) -> Result<Vec<LockInfo>> {
+        let config = Arc::clone(&self.config);
+        let listed = blocking(move || config.list_locks()).await?;
+        Ok(listed
+            .into_iter()
+            .map(|lock| {
+                let mut info = LockInfo::new(lock.name, lock.token);
+                if let Some(modified) = lock.modified {
+                    info = info.with_since(modified);
+                }
+                if let Some(left) = lock.expires_in {
+                    info = info.with_expires_in(left);
+                }
+                info
+            })
+            .collect())
+    }
+
+    async fn force_release(&self, name: &str) -> Result<bool> {
+        validate_key(name)?;
+        let config = Arc::clone(&self.config);
+        let name = name.to_owned();
+        blocking(move || config.force_release(&name)).await
     }
 }
 

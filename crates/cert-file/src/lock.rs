@@ -504,6 +504,98 @@ impl Config {
     }
 }
 
+/// What an operator sees of one lock file.
+pub(crate) struct Listed {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) modified: Option<SystemTime>,
+    pub(crate) expires_in: Option<Duration>,
+}
+
+impl Config {
+    /// The names of every lock file below the lock directory, sorted.
+    fn lock_names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut dirs = vec![(self.path(LOCK_DIR), String::new())];
+        while let Some((dir, prefix)) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(err) if is_absent(&err) => continue,
+                Err(err) => return Err(io_failure("read_dir", &dir, err)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|err| io_failure("read_dir", &dir, err))?;
+                let (Ok(file_name), Ok(kind)) =
+                    (entry.file_name().into_string(), entry.file_type())
+                else {
+                    continue;
+                };
+                let rel = if prefix.is_empty() {
+                    file_name.clone()
+                } else {
+                    format!("{prefix}/{file_name}")
+                };
+                if kind.is_dir() {
+                    dirs.push((entry.path(), rel));
+                } else if kind.is_file()
+                    && !file_name.starts_with(TMP_PREFIX)
+                    && let Some(name) = rel.strip_suffix(LOCK_SUFFIX)
+                    && cert_core::validate_key(name).is_ok()
+                {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every lock file with its holder and expiry (expired ones included until cleaned).
+    pub(crate) fn list_locks(&self) -> Result<Vec<Listed>> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for name in self.lock_names()? {
+            let paths = LockPaths::new(self, &name);
+            let Some(current) = read_lock(&paths.file)? else {
+                continue; // released while listing
+            };
+            let modified = fs::symlink_metadata(&paths.file)
+                .and_then(|meta| meta.modified())
+                .ok();
+            out.push(Listed {
+                name,
+                token: current.token.unwrap_or_default(),
+                modified,
+                expires_in: current
+                    .expires_ms
+                    .map(|expires| Duration::from_millis(expires.saturating_sub(now))),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the lock file of `name` whoever holds it, under its guard; `false` when
+    /// there is none.
+    pub(crate) fn force_release(&self, name: &str) -> Result<bool> {
+        let paths = LockPaths::new(self, name);
+        if read_lock(&paths.file)?.is_none() {
+            return Ok(false);
+        }
+        let guard = match self.wait_guard(name, &paths.guard) {
+            Ok(guard) => guard,
+            Err(Error::LockLost { .. }) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        let removed = match fs::remove_file(&paths.file) {
+            Ok(()) => true,
+            Err(err) if is_absent(&err) => false,
+            Err(err) => return Err(io_failure("remove", &paths.file, err)),
+        };
+        drop(guard);
+        Ok(removed)
+    }
+}
+
 fn guard_too_slow(path: &Path) -> Error {
     Error::unavailable(
         BACKEND,

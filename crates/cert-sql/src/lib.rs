@@ -88,8 +88,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use cert_core::{
-    Error, KeyInfo, Lease, LockToken, Locker, Result, Storage, list_from_keys, range_end,
-    range_start, validate_key, validate_prefix, validate_value,
+    Error, KeyInfo, Lease, LockAdmin, LockInfo, LockToken, Locker, Result, Storage, list_from_keys,
+    range_end, range_start, validate_key, validate_prefix, validate_value,
 };
 
 pub use config::{
@@ -489,6 +489,30 @@ impl Locker for SqlStorage {
 
     async fn clean_expired_locks(&self) -> Result<usize> {
         self.timed(async { on_backend!(self, b => b.clean_locks().await) })
+            .await
+    }
+}
+
+/// Locks listed from the lock table with the time left by the database's clock;
+/// forced release deletes the row whoever holds it.
+#[async_trait]
+impl LockAdmin for SqlStorage {
+    async fn list_locks(&self) -> Result<Vec<LockInfo>> {
+        let rows = self
+            .timed(async { on_backend!(self, b => b.list_locks().await) })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, token, micros_left)| {
+                LockInfo::new(name, token)
+                    .with_expires_in(Duration::from_micros(micros_left.max(0).unsigned_abs()))
+            })
+            .collect())
+    }
+
+    async fn force_release(&self, name: &str) -> Result<bool> {
+        validate_key(name)?;
+        self.timed(async { on_backend!(self, b => b.force_release(name).await) })
             .await
     }
 }

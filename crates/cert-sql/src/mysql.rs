@@ -329,3 +329,44 @@ impl MySql {
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }
+
+impl MySql {
+    /// Every lock of the namespace: name, token and microseconds left (negative once
+    /// expired), by the database's clock.
+    pub(crate) async fn list_locks(&self) -> Result<Vec<(String, String, i64)>> {
+        let query = self.tables.render(
+            "SELECT name, token, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expires) \
+             FROM {locks} WHERE ns = ? ORDER BY name",
+        );
+        let rows = sqlx::query(query)
+            .bind(self.ns.as_bytes())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                let name: Vec<u8> = row.try_get(0).map_err(err)?;
+                let token: Vec<u8> = row.try_get(1).map_err(err)?;
+                Ok((
+                    String::from_utf8_lossy(&name).into_owned(),
+                    String::from_utf8_lossy(&token).into_owned(),
+                    row.try_get(2).map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes the lock `name` whoever holds it.
+    pub(crate) async fn force_release(&self, name: &str) -> Result<bool> {
+        let query = self
+            .tables
+            .render("DELETE FROM {locks} WHERE ns = ? AND name = ?");
+        let done = sqlx::query(query)
+            .bind(self.ns.as_bytes())
+            .bind(name.as_bytes())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

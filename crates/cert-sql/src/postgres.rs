@@ -274,3 +274,43 @@ impl Postgres {
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }
+
+impl Postgres {
+    /// Every lock of the namespace: name, token and microseconds left (negative once
+    /// expired), by the database's clock.
+    pub(crate) async fn list_locks(&self) -> Result<Vec<(String, String, i64)>> {
+        let query = self.tables.render(
+            "SELECT name, token, \
+             CAST(EXTRACT(EPOCH FROM (expires - now())) * 1000000 AS bigint) \
+             FROM {locks} WHERE ns = $1 ORDER BY name",
+        );
+        let rows = sqlx::query(query)
+            .bind(&self.ns)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(err)?,
+                    row.try_get(1).map_err(err)?,
+                    row.try_get(2).map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes the lock `name` whoever holds it.
+    pub(crate) async fn force_release(&self, name: &str) -> Result<bool> {
+        let query = self
+            .tables
+            .render("DELETE FROM {locks} WHERE ns = $1 AND name = $2");
+        let done = sqlx::query(query)
+            .bind(&self.ns)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

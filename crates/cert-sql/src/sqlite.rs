@@ -297,3 +297,42 @@ impl Sqlite {
 fn ceil_millis(micros: i64) -> i64 {
     micros.saturating_add(999) / 1000
 }
+
+impl Sqlite {
+    /// Every lock of the namespace: name, token and microseconds left (negative once
+    /// expired), by the database's clock.
+    pub(crate) async fn list_locks(&self) -> Result<Vec<(String, String, i64)>> {
+        let query = self.tables.render(&format!(
+            "SELECT name, token, expires - {NOW} FROM {{locks}} WHERE ns = ?1 ORDER BY name"
+        ));
+        let rows = sqlx::query(query)
+            .bind(&self.ns)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                let millis: i64 = row.try_get(2).map_err(err)?;
+                Ok((
+                    row.try_get(0).map_err(err)?,
+                    row.try_get(1).map_err(err)?,
+                    millis.saturating_mul(1000),
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes the lock `name` whoever holds it.
+    pub(crate) async fn force_release(&self, name: &str) -> Result<bool> {
+        let query = self
+            .tables
+            .render("DELETE FROM {locks} WHERE ns = ?1 AND name = ?2");
+        let done = sqlx::query(query)
+            .bind(&self.ns)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

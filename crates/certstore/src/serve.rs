@@ -1,8 +1,6 @@
 //! `certstore serve`: the HTTPS demo.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,16 +9,17 @@ use cert_core::{
     Cache, CertManager, InternalIssuer, InternalIssuerConfig, Issuer, ManagerConfig, Store,
     server_config,
 };
-use cert_file::FileStorage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::output::{CliError, CliResult};
+use crate::{Global, StorageArg};
 
 /// Arguments of `certstore serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Storage directory shared by every server of the fleet.
-    #[arg(long, default_value = ".certstore", value_name = "PATH")]
-    storage: PathBuf,
+    #[command(flatten)]
+    storage: StorageArg,
     /// A name to serve a certificate for (repeatable).
     #[arg(long = "domain", value_name = "NAME", default_values_t = ["localhost".to_string()])]
     domains: Vec<String>,
@@ -29,40 +28,10 @@ pub struct ServeArgs {
     listen: SocketAddr,
 }
 
-/// Why `serve` stopped.
-#[derive(Debug)]
-pub enum ServeError {
-    /// The certificates could not be obtained.
-    Certificates(String),
-    /// The listener could not be set up.
-    Listen(std::io::Error),
-    /// The TLS configuration was refused.
-    Tls(cert_core::rustls::Error),
-}
-
-impl ServeError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ServeError::Listen(_) => 2,
-            _ => 1,
-        }
-    }
-}
-
-impl fmt::Display for ServeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServeError::Certificates(msg) => write!(f, "cannot obtain certificates: {msg}"),
-            ServeError::Listen(err) => write!(f, "cannot listen: {err}"),
-            ServeError::Tls(err) => write!(f, "TLS configuration: {err}"),
-        }
-    }
-}
-
 /// Runs the server until Ctrl-C.
-pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
-    let storage: Arc<dyn Store> = Arc::new(FileStorage::new(&args.storage));
+pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
+    let opened = global.open(&args.storage.storage).await?;
+    let storage: Arc<dyn Store> = Arc::clone(&opened.store);
     let ca = Arc::new(InternalIssuer::new(
         Arc::clone(&storage),
         InternalIssuerConfig::default(),
@@ -70,7 +39,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let root_pem = ca
         .root_pem()
         .await
-        .map_err(|err| ServeError::Certificates(err.to_string()))?;
+        .map_err(|err| CliError::failed(format!("cannot obtain certificates: {err}")))?;
     let issuers: Vec<Arc<dyn Issuer>> = vec![ca.clone()];
     let manager = CertManager::new(
         storage,
@@ -83,29 +52,41 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             .iter()
             .map(|(name, err)| format!("{name}: {err}"))
             .collect();
-        return Err(ServeError::Certificates(text.join("; ")));
+        return Err(CliError::failed(format!(
+            "cannot obtain certificates: {}",
+            text.join("; ")
+        )));
     }
     manager.start();
 
     let resolver = manager
         .resolver()
         .with_default(args.domains.first().cloned().unwrap_or_default());
-    let mut config = server_config(Arc::new(resolver)).map_err(ServeError::Tls)?;
+    let mut config = server_config(Arc::new(resolver))
+        .map_err(|err| CliError::failed(format!("TLS configuration: {err}")))?;
     // The demo answers HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(ServeError::Listen)?;
-    let addr = listener.local_addr().map_err(ServeError::Listen)?;
-    let root_path = args.storage.join(ca.root_key());
-    let root_shown = if root_path.exists() {
-        root_path.display().to_string()
-    } else {
-        let fallback = std::env::temp_dir().join("certstore-root.pem");
-        std::fs::write(&fallback, &root_pem).map_err(ServeError::Listen)?;
-        fallback.display().to_string()
+    let listen_error =
+        |err: std::io::Error| CliError::usage(format!("cannot listen on {}: {err}", args.listen));
+    let listener = TcpListener::bind(args.listen).await.map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    let root_path = opened
+        .file_root
+        .as_ref()
+        .filter(|_| !opened.url.is_encrypted())
+        .map(|root| root.join(ca.root_key()));
+    let root_shown = match root_path {
+        Some(path) if path.exists() => path.display().to_string(),
+        _ => {
+            let fallback =
+                std::env::temp_dir().join(format!("certstore-root-{}.pem", std::process::id()));
+            std::fs::write(&fallback, &root_pem).map_err(|err| {
+                CliError::failed(format!("cannot write {}: {err}", fallback.display()))
+            })?;
+            fallback.display().to_string()
+        }
     };
     let host = args.domains.first().map_or("localhost", String::as_str);
     println!("listening on {addr}");
