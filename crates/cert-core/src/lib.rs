@@ -52,7 +52,9 @@ pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock}
 pub use lock_admin::{LockAdmin, LockInfo};
 pub use manager::{CertManager, Event, ManageError, ManagerConfig, OnDemandConfig, RetryPolicy};
 pub use memory::MemoryStorage;
-pub use resolver::{CertResolver, HelloInfo, accept_lazy, accept_lazy_hello, server_config};
+pub use resolver::{
+    CertResolver, CertSource, HelloInfo, accept_lazy, accept_lazy_hello, server_config,
+};
 pub use storage::{
     KeyInfo, MAX_KEY_LEN, MAX_SEGMENT_LEN, MAX_VALUE_LEN, RESERVED_PREFIX, Storage, StorageExt,
     is_below, list_from_keys, range_end, range_start, validate_key, validate_prefix,

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -11,19 +12,40 @@ use rustls::sign::CertifiedKey;
 use crate::Cache;
 use crate::challenge::{ACME_TLS_ALPN, Challenges};
 
+/// Certificates that come from somewhere other than the resolver's own [`Cache`] (an HTTP
+/// backend, a certificate generator, ...), consulted by [`CertResolver`] after its cache.
+///
+/// A source splits its work the way rustls wants it: [`prepare`](CertSource::prepare) does
+/// the I/O before the handshake continues (see [`CertResolver::prepare`] and
+/// [`accept_lazy`]), and [`lookup`](CertSource::lookup), called during the handshake,
+/// only reads memory.
+#[async_trait]
+pub trait CertSource: Send + Sync + 'static {
+    /// The certificate this source holds in memory for `server_name`, if any. Runs on the
+    /// handshake path: no I/O, no waiting.
+    fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>>;
+
+    /// Makes the certificate for `server_name` available to [`lookup`](CertSource::lookup)
+    /// when the source can, doing whatever I/O that needs. Failures are the source's to
+    /// report (logs, events); the handshake then goes on without this source.
+    async fn prepare(&self, server_name: &str);
+}
+
 /// A [`ResolvesServerCert`] that answers from a [`Cache`]: the exact server name, then the
-/// wildcard one level up, then an optional default for unknown names and handshakes
-/// without SNI.
+/// wildcard one level up, then its [`CertSource`]s in order, then an optional default for
+/// unknown names and handshakes without SNI.
 pub struct CertResolver {
     cache: Arc<Cache>,
     default_name: Option<String>,
     challenges: Option<Arc<Challenges>>,
+    sources: Vec<Arc<dyn CertSource>>,
 }
 
 impl fmt::Debug for CertResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertResolver")
             .field("default_name", &self.default_name)
+            .field("sources", &self.sources.len())
             .finish_non_exhaustive()
     }
 }
@@ -35,6 +57,32 @@ impl CertResolver {
             cache,
             default_name: None,
             challenges: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// Also serves certificates from `source`, for names the cache does not hold (sources
+    /// are consulted in the order they were added).
+    pub fn with_source(mut self, source: Arc<dyn CertSource>) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// The preparation step for [`accept_lazy`] that fills the sources: when the cache
+    /// and no source yet hold a certificate for `server_name`, asks each source in turn to
+    /// [`prepare`](CertSource::prepare) one, stopping at the first that has it.
+    pub async fn prepare(&self, server_name: Option<&str>) {
+        let Some(name) = server_name else {
+            return;
+        };
+        if self.cache.get(name).is_some() || self.sources.iter().any(|s| s.lookup(name).is_some()) {
+            return;
+        }
+        for source in &self.sources {
+            source.prepare(name).await;
+            if source.lookup(name).is_some() {
+                return;
+            }
         }
     }
 
@@ -56,7 +104,11 @@ impl CertResolver {
     /// The certificate this resolver serves for `server_name` (`None`: no SNI).
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         server_name
-            .and_then(|name| self.cache.get(name))
+            .and_then(|name| {
+                self.cache
+                    .get(name)
+                    .or_else(|| self.sources.iter().find_map(|s| s.lookup(name)))
+            })
             .or_else(|| {
                 self.default_name
                     .as_deref()
@@ -160,4 +212,79 @@ where
 /// A tokio-rustls acceptor for `config`.
 pub fn acceptor(config: ServerConfig) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::testing::dummy_certified_key;
+
+    /// A source holding one name once prepared, counting preparations.
+    struct OneName {
+        name: &'static str,
+        tag: u8,
+        ready: parking_lot::Mutex<bool>,
+        prepared: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CertSource for OneName {
+        fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+            (*self.ready.lock() && server_name == self.name).then(|| dummy_certified_key(self.tag))
+        }
+
+        async fn prepare(&self, server_name: &str) {
+            self.prepared.fetch_add(1, Ordering::SeqCst);
+            if server_name == self.name {
+                *self.ready.lock() = true;
+            }
+        }
+    }
+
+    fn source(name: &'static str, tag: u8) -> Arc<OneName> {
+        Arc::new(OneName {
+            name,
+            tag,
+            ready: parking_lot::Mutex::new(false),
+            prepared: AtomicUsize::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn cache_then_sources_in_order_then_default() {
+        let cache = Arc::new(Cache::new(10));
+        cache.insert("managed.example", dummy_certified_key(1));
+        cache.insert("fallback.example", dummy_certified_key(9));
+        let first = source("sourced.example", 2);
+        let second = source("sourced.example", 3);
+        let resolver = CertResolver::new(Arc::clone(&cache))
+            .with_source(first.clone())
+            .with_source(second.clone())
+            .with_default("fallback.example");
+        let tag = |name: Option<&str>| resolver.lookup(name).map(|c| c.cert[0].as_ref()[0]);
+
+        assert_eq!(tag(Some("sourced.example")), Some(9), "not prepared yet");
+        resolver.prepare(Some("managed.example")).await;
+        assert_eq!(first.prepared.load(Ordering::SeqCst), 0, "the cache had it");
+        resolver.prepare(Some("sourced.example")).await;
+        assert_eq!(first.prepared.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            second.prepared.load(Ordering::SeqCst),
+            0,
+            "the first had it"
+        );
+        assert_eq!(tag(Some("managed.example")), Some(1));
+        assert_eq!(tag(Some("sourced.example")), Some(2));
+        assert_eq!(tag(Some("other.example")), Some(9));
+        assert_eq!(tag(None), Some(9));
+
+        resolver.prepare(Some("other.example")).await;
+        assert_eq!(first.prepared.load(Ordering::SeqCst), 2);
+        assert_eq!(second.prepared.load(Ordering::SeqCst), 1, "tried in turn");
+        resolver.prepare(None).await;
+        assert_eq!(first.prepared.load(Ordering::SeqCst), 2);
+    }
 }
