@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Failure, Kind, classify};
 use crate::storage::system_time;
-use crate::{PROBE_DIR, S3Storage, message};
+use crate::{LOCK_DIR, PROBE_DIR, S3Storage, message};
 
 /// The resolution of the HTTP dates expiry is judged by.
 const DATE_RESOLUTION: Duration = Duration::from_secs(1);
@@ -56,6 +56,10 @@ struct Current {
     body: Option<LockBody>,
     etag: String,
     expired: bool,
+    /// When it was written (`Last-Modified`).
+    written: SystemTime,
+    /// How long until it expires, by the server's clock (zero once expired).
+    left: Duration,
 }
 
 /// Keeps the `Date` header of a response: the server's clock.
@@ -177,13 +181,17 @@ impl S3Storage {
             }
         };
         let written = system_time(Some(&modified));
-        let expired = written
-            .checked_add(DATE_RESOLUTION + ttl)
-            .is_some_and(|deadline| now >= deadline);
+        let deadline = written.checked_add(DATE_RESOLUTION + ttl);
+        let expired = deadline.is_some_and(|deadline| now >= deadline);
+        let left = deadline.map_or(Duration::MAX, |deadline| {
+            deadline.duration_since(now).unwrap_or(Duration::ZERO)
+        });
         Ok(Some(Current {
             body,
             etag,
             expired,
+            written,
+            left,
         }))
     }
 
@@ -450,6 +458,62 @@ impl Locker for S3Storage {
             Err(failure) if matches!(failure.kind, Kind::Precondition | Kind::NotFound) => {
                 Err(Self::lost(name))
             }
+            Err(failure) => Err(self.error(failure, name)),
+        }
+    }
+}
+
+/// Operator access: the lock objects listed with holder and time left, and removed
+/// whatever their holder (conditioned on the object read, so a lock taken over meanwhile
+/// is not removed by mistake).
+#[async_trait]
+impl cert_core::LockAdmin for S3Storage {
+    async fn list_locks(&self) -> Result<Vec<cert_core::LockInfo>> {
+        let dir = format!("{}{LOCK_DIR}/", self.inner.root);
+        let listing = self
+            .list_objects(&dir, false, None)
+            .await
+            .map_err(|failure| self.error(failure, LOCK_DIR))?;
+        let mut locks = Vec::with_capacity(listing.objects.len());
+        for (object, _) in listing.objects {
+            let Some(current) = self
+                .read_lock(&object)
+                .await
+                .map_err(|failure| self.error(failure, &object))?
+            else {
+                continue; // released meanwhile
+            };
+            let name = object[dir.len()..].to_owned();
+            let token = current
+                .body
+                .map_or_else(|| "(unreadable lock object)".to_owned(), |b| b.token);
+            locks.push(
+                cert_core::LockInfo::new(name, token)
+                    .with_since(current.written)
+                    .with_expires_in(current.left),
+            );
+        }
+        locks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(locks)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<bool> {
+        validate_key(name)?;
+        let object = self.lock_key(name);
+        let Some(current) = self
+            .read_lock(&object)
+            .await
+            .map_err(|failure| self.error(failure, name))?
+        else {
+            return Ok(false);
+        };
+        match self.delete_lock(&object, &current.etag).await {
+            Ok(()) => Ok(true),
+            Err(failure) if failure.kind == Kind::NotFound => Ok(false),
+            Err(failure) if failure.kind == Kind::Precondition => Err(message(format!(
+                "lock {name} changed while it was being removed (refreshed or taken over); \
+                 list the locks again"
+            ))),
             Err(failure) => Err(self.error(failure, name)),
         }
     }

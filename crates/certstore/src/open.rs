@@ -369,10 +369,13 @@ async fn open_plain(url: &StorageUrl, options: &OpenOptions) -> Result<Plain, Op
                 Some(endpoint) => format!(" at {}", crate::redact(endpoint)),
                 None => String::new(),
             };
-            Ok(Plain::new(
-                Arc::new(storage),
+            let storage = Arc::new(storage);
+            let mut plain = Plain::new(
+                storage.clone(),
                 format!("s3 bucket {bucket:?} prefix {prefix:?}{where_}"),
-            ))
+            );
+            plain.locks = Some(storage);
+            Ok(plain)
         }
         #[cfg(feature = "azure")]
         Target::Azure {
