@@ -2,6 +2,7 @@
 //! signing a leaf per host), generated once per host however many requests want one at
 //! the same time, and, with a shared storage, once per host across a fleet.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,10 +27,13 @@ pub const GENERATED: &str = "generated";
 /// bundle is also kept in a shared storage and generated under the host's cluster lock,
 /// so every store over that storage serves the same certificate.
 ///
-/// Entries stay until evicted for room or [`remove`](Self::remove)d: generate
-/// certificates that outlive the process, or remove a host to mint it again.
+/// A certificate past its end of validity is never handed out: the next `fetch` for its
+/// host generates (or loads) a fresh one. Otherwise entries stay until evicted for room or
+/// [`remove`](Self::remove)d.
 pub struct GeneratedStore {
     cache: Cache,
+    /// The end of validity of each host held, pruned when it outgrows the cache.
+    expiry: parking_lot::Mutex<HashMap<String, SystemTime>>,
     storage: Option<Arc<dyn Store>>,
     lock: LockOptions,
     prefix: String,
@@ -52,6 +56,7 @@ impl GeneratedStore {
     pub fn new(capacity: usize) -> Self {
         GeneratedStore {
             cache: Cache::new(capacity),
+            expiry: parking_lot::Mutex::new(HashMap::new()),
             storage: None,
             lock: LockOptions::default(),
             prefix: GENERATED.to_owned(),
@@ -100,14 +105,37 @@ impl GeneratedStore {
         self.generations.load(Ordering::Relaxed)
     }
 
-    /// The certificate held in memory for `host`, if any (no generation, no I/O).
+    /// The certificate held in memory for `host`, if any and still valid (no generation,
+    /// no I/O).
     pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.cache.get(host)
+        let host = normalize_name(host)?;
+        self.cache.get_exact(&host).filter(|_| !self.expired(&host))
     }
 
     /// Forgets `host` in memory (the stored copy stays) and returns what was held.
     pub fn remove(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(host) = normalize_name(host) {
+            self.expiry.lock().remove(&host);
+        }
         self.cache.remove(host)
+    }
+
+    /// Whether the certificate held for `host` (normalized) has run out.
+    fn expired(&self, host: &str) -> bool {
+        self.expiry
+            .lock()
+            .get(host)
+            .is_some_and(|not_after| *not_after <= SystemTime::now())
+    }
+
+    /// Records the end of validity of the certificate now held for `host`.
+    fn held_until(&self, host: &str, not_after: SystemTime) {
+        let mut expiry = self.expiry.lock();
+        expiry.insert(host.to_owned(), not_after);
+        // Hosts evicted from the cache leave entries behind: drop them now and then.
+        if expiry.len() > 2 * self.cache.capacity() {
+            expiry.retain(|host, _| self.cache.get_exact(host).is_some());
+        }
     }
 
     /// The storage key of the bundle for `host`.
@@ -133,12 +161,19 @@ impl GeneratedStore {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<PemBundle, E>>,
     {
-        if let Some(cert) = self.cache.get(host) {
-            return Ok(cert);
-        }
         let host = normalize_name(host).ok_or_else(|| GenerateError::InvalidHost(host.into()))?;
+        if let Some(cert) = self.cache.get_exact(&host) {
+            if !self.expired(&host) {
+                return Ok(cert);
+            }
+            self.cache.remove(&host);
+        }
         self.cache
-            .get_or_try_insert_with(&host, || self.load_or_generate(&host, generate))
+            .get_or_try_insert_with(&host, || async {
+                let (cert, not_after) = self.load_or_generate(&host, generate).await?;
+                self.held_until(&host, not_after);
+                Ok(cert)
+            })
             .await
     }
 
@@ -146,13 +181,16 @@ impl GeneratedStore {
         &self,
         host: &str,
         generate: F,
-    ) -> Result<Arc<CertifiedKey>, GenerateError<E>>
+    ) -> Result<(Arc<CertifiedKey>, SystemTime), GenerateError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<PemBundle, E>>,
     {
         let Some(storage) = &self.storage else {
-            return self.generate(generate).await.map(|(cert, _)| cert);
+            return self
+                .generate(generate)
+                .await
+                .map(|(cert, not_after, _)| (cert, not_after));
         };
         let key = self.storage_key(host);
         if let Some(cert) = self.load(storage.as_ref(), &key, host).await? {
@@ -164,10 +202,10 @@ impl GeneratedStore {
         let result = match self.load(storage.as_ref(), &key, host).await {
             Ok(Some(cert)) => Ok(cert),
             Ok(None) => match self.generate(generate).await {
-                Ok((cert, combined)) => storage
+                Ok((cert, not_after, combined)) => storage
                     .store(&key, combined.as_bytes())
                     .await
-                    .map(|()| cert)
+                    .map(|()| (cert, not_after))
                     .map_err(GenerateError::from),
                 Err(err) => Err(err),
             },
@@ -182,7 +220,7 @@ impl GeneratedStore {
     async fn generate<F, Fut, E>(
         &self,
         generate: F,
-    ) -> Result<(Arc<CertifiedKey>, Zeroizing<String>), GenerateError<E>>
+    ) -> Result<(Arc<CertifiedKey>, SystemTime, Zeroizing<String>), GenerateError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<PemBundle, E>>,
@@ -190,7 +228,11 @@ impl GeneratedStore {
         self.generations.fetch_add(1, Ordering::Relaxed);
         let bundle = generate().await.map_err(GenerateError::Generate)?;
         let validated = bundle.validate()?;
-        Ok((validated.certified, bundle.to_combined()))
+        Ok((
+            validated.certified,
+            validated.not_after,
+            bundle.to_combined(),
+        ))
     }
 
     /// The stored bundle for `host`, when there is one that is usable: it parses, covers
@@ -200,7 +242,7 @@ impl GeneratedStore {
         storage: &dyn Store,
         key: &str,
         host: &str,
-    ) -> Result<Option<Arc<CertifiedKey>>, GenerateError<E>> {
+    ) -> Result<Option<(Arc<CertifiedKey>, SystemTime)>, GenerateError<E>> {
         let Some(bytes) = storage.load_opt(key).await? else {
             return Ok(None);
         };
@@ -214,7 +256,7 @@ impl GeneratedStore {
         };
         match validate_pem(text, text) {
             Ok(valid) if valid.covers(host) && valid.not_after > SystemTime::now() => {
-                Ok(Some(valid.certified))
+                Ok(Some((valid.certified, valid.not_after)))
             }
             Ok(_) => Ok(None),
             Err(err) => {

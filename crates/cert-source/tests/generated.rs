@@ -220,3 +220,29 @@ async fn unusable_stored_copies_are_generated_anew() {
         assert!(now_stored.contains("PRIVATE KEY"));
     }
 }
+
+#[tokio::test]
+async fn an_expired_certificate_is_generated_anew() {
+    let store = GeneratedStore::new(10);
+    let ca = TestCa::new();
+    let runs = AtomicUsize::new(0);
+    let mint = || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        let (chain, key) = ca.leaf_for(&["short.example"], Duration::from_secs(2));
+        Ok::<_, std::io::Error>(PemBundle::new(chain, key))
+    };
+    let first = store.fetch("short.example", mint).await.unwrap();
+    let again = store.fetch("short.example", mint).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert!(
+        store.get("short.example").is_none(),
+        "an expired certificate is not handed out"
+    );
+    let fresh = store.fetch("short.example", mint).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(store.generations(), 2);
+}
