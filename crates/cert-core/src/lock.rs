@@ -316,6 +316,9 @@ impl Drop for LocalWaiters {
 struct Shared {
     lease: Mutex<Lease>,
     lost: watch::Sender<bool>,
+    /// Set to stop the keep-alive: it ends at its next pause, after finishing any refresh
+    /// under way, so the lease it leaves is the one the backend last granted.
+    stop: watch::Sender<bool>,
 }
 
 /// A held lock. A background task refreshes the lease every third of its time to live;
@@ -342,9 +345,11 @@ impl fmt::Debug for LockGuard {
 impl LockGuard {
     fn start(locker: Arc<dyn Locker>, lease: Lease) -> Self {
         let (lost, _) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             lease: Mutex::new(lease),
             lost,
+            stop,
         });
         let keepalive = tokio::spawn(keep_alive(Arc::clone(&locker), Arc::clone(&shared)));
         LockGuard {
@@ -379,42 +384,60 @@ impl LockGuard {
     /// Stops the keep-alive and releases the lock. Fails with [`Error::LockLost`] when the
     /// lease had already been lost.
     pub async fn release(mut self) -> Result<()> {
-        self.stop_keepalive();
+        // Wait for a refresh under way: aborting it mid-request could leave the backend
+        // holding a newer lease than the one released here. (If this future is dropped
+        // meanwhile, `Drop` still releases.)
+        self.shared.stop.send_replace(true);
+        if let Some(task) = self.keepalive.as_mut() {
+            let _ = task.await;
+        }
+        self.keepalive = None;
         let lease = self.lease();
         let result = self.locker.release(&lease).await;
         LocalWaiters::wake(lease.name());
         result
     }
-
-    fn stop_keepalive(&mut self) {
-        if let Some(task) = self.keepalive.take() {
-            task.abort();
-        }
-    }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.keepalive.is_none() {
+        let Some(task) = self.keepalive.take() else {
             return; // released explicitly
-        }
-        self.stop_keepalive();
-        let lease = self.lease();
+        };
+        self.shared.stop.send_replace(true);
+        let shared = Arc::clone(&self.shared);
         let locker = Arc::clone(&self.locker);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = locker.release(&lease).await;
-                LocalWaiters::wake(lease.name());
-            });
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = task.await;
+                    let lease = shared.lease.lock().clone();
+                    let _ = locker.release(&lease).await;
+                    LocalWaiters::wake(lease.name());
+                });
+            }
+            Err(_) => task.abort(),
         }
     }
 }
 
+/// Sleeps `duration`; true when told to stop (before or during the sleep).
+async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        stopped = stop.wait_for(|stop| *stop) => stopped.is_ok(),
+    };
+    stopped || *stop.borrow()
+}
+
 async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
     loop {
         let current = shared.lease.lock().clone();
         let ttl = current.ttl();
-        tokio::time::sleep(ttl / 3).await;
+        if pause(&mut stop, ttl / 3).await {
+            return;
+        }
         let mut retry = (ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             let current = shared.lease.lock().clone();
@@ -435,7 +458,9 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
                 Err(err) => {
                     tracing::warn!(lock = current.name(), error = %err, "lock refresh failed; retrying");
                     let left = current.deadline().saturating_duration_since(Instant::now());
-                    tokio::time::sleep(retry.min(left)).await;
+                    if pause(&mut stop, retry.min(left)).await {
+                        return;
+                    }
                     retry = (retry * 2).min(ttl / 3);
                 }
             }
@@ -445,6 +470,7 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -464,6 +490,67 @@ mod tests {
         assert!(!lease.is_expired());
         let old = Lease::new("n", LockToken::generate(), Duration::ZERO, start);
         assert!(old.is_expired());
+    }
+
+    /// A backend whose refresh lands at once but is acknowledged slowly, and which only
+    /// releases a lease whose last refresh it acknowledged (as a backend conditioning the
+    /// release on the version its refresh wrote does).
+    #[derive(Default)]
+    struct SlowAck {
+        /// Refreshes applied by the "server" / acknowledged to the client.
+        applied: std::sync::atomic::AtomicU32,
+        acknowledged: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait]
+    impl Locker for SlowAck {
+        async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>> {
+            Ok(Some(Lease::new(
+                name,
+                LockToken::generate(),
+                ttl,
+                Instant::now(),
+            )))
+        }
+        async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let started = Instant::now();
+            let version = self.applied.fetch_add(1, SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.acknowledged.store(version, SeqCst);
+            Ok(lease.renewed(ttl, started))
+        }
+        async fn release(&self, lease: &Lease) -> Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.applied.load(SeqCst) == self.acknowledged.load(SeqCst) {
+                Ok(())
+            } else {
+                Err(Error::LockLost {
+                    name: lease.name().to_owned(),
+                })
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn release_waits_for_a_refresh_under_way() {
+        let backend = Arc::new(SlowAck::default());
+        let options = LockOptions::default().with_ttl(Duration::from_millis(600));
+        let guard = lock(backend.clone(), "slow", &options).await.unwrap();
+        // The keep-alive refreshes after 200 ms; its answer comes 200 ms later.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            backend.applied.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a refresh is under way"
+        );
+        guard.release().await.unwrap();
+        assert_eq!(
+            backend
+                .acknowledged
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
     }
 
     #[test]
