@@ -2,7 +2,8 @@
 //! run, on the server named by `CERTSTORE_TEST_REDIS_URL` (nothing runs when it is unset):
 //!
 //! - store 4 KiB over an existing key: ours (the store script: `SET` of header + bytes and
-//!   `ZADD` to the index, one `EVALSHA`) vs `SET`
+//!   `ZADD` to the index, one `EVALSHA`) vs `SET`, and vs the raw client running the same
+//!   kind of script (the same round trip and server work)
 //! - store 4 KiB to a new key: ours (the same single script) vs `SET`
 //! - load 4 KiB: ours (`GET` of header + bytes) vs `GET`
 //! - list 100 keys: ours (index range) vs `ZRANGEBYLEX` on a sorted set of 100 members
@@ -74,6 +75,25 @@ fn store_and_load(c: &mut Criterion, s: &mut Setup) {
         b.iter(|| {
             s.rt.block_on(async {
                 let _: () = raw.set(&raw_key, black_box(&value)).await.unwrap();
+            })
+        })
+    });
+    group.bench_function("raw_script", |b| {
+        let mut raw = s.raw.clone();
+        let script = Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1]) redis.call('ZADD', KEYS[2], 0, ARGV[2]) return 1",
+        );
+        let index = s.raw_key("index");
+        b.iter(|| {
+            s.rt.block_on(async {
+                let _: () = script
+                    .key(&raw_key)
+                    .key(&index)
+                    .arg(black_box(&value))
+                    .arg("value")
+                    .invoke_async(&mut raw)
+                    .await
+                    .unwrap();
             })
         })
     });
