@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use parking_lot::Mutex;
+use rustls::sign::CertifiedKey;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -340,6 +341,12 @@ struct NameState {
     next_attempt: Option<Instant>,
 }
 
+/// A certificate read from storage, with its servable form built once while checking it.
+struct Loaded {
+    stored: StoredCertificate,
+    certified: Arc<CertifiedKey>,
+}
+
 struct Inner {
     storage: Arc<dyn Store>,
     cache: Arc<Cache>,
@@ -486,23 +493,44 @@ impl CertManager {
     }
 
     /// Puts `names` under management: each is loaded from storage or obtained, then kept
-    /// renewed by the task [`start`](CertManager::start) runs. Names are worked on
-    /// concurrently; every name is attempted and the failures are returned together.
+    /// renewed by the task [`start`](CertManager::start) runs. Every name is attempted and
+    /// the failures are returned together.
+    ///
+    /// Names are worked on [`concurrency`](ManagerConfig::concurrency) at a time, each as
+    /// a task of the Tokio runtime, so the storage round trips overlap and the CPU work of
+    /// a start with many certificates (parsing chains and keys) spreads over the runtime's
+    /// worker threads. Dropping the returned future aborts the work still in progress.
     pub async fn manage<I, S>(&self, names: I) -> Result<(), Vec<(String, ManageError)>>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let names: Vec<String> = names.into_iter().map(|n| n.as_ref().to_owned()).collect();
-        let failures: Vec<(String, ManageError)> = futures::stream::iter(names)
-            .map(|name| async move {
-                let result = self.manage_one(&name).await;
-                (name, result)
-            })
-            .buffer_unordered(self.inner.config.concurrency.max(1))
-            .filter_map(|(name, result)| async move { result.err().map(|err| (name, err)) })
-            .collect()
-            .await;
+        let mut pending = names.into_iter().map(|n| n.as_ref().to_owned());
+        let limit = self.inner.config.concurrency.max(1);
+        // A JoinSet aborts its tasks when dropped, so cancelling `manage` cancels them.
+        let mut running = tokio::task::JoinSet::new();
+        let mut failures = Vec::new();
+        loop {
+            while running.len() < limit {
+                let Some(name) = pending.next() else { break };
+                let manager = self.clone();
+                running.spawn(async move {
+                    let result = manager.manage_one(&name).await;
+                    (name, result)
+                });
+            }
+            match running.join_next().await {
+                Some(Ok((_, Ok(())))) => {}
+                Some(Ok((name, Err(err)))) => failures.push((name, err)),
+                // A panic in a task is a bug: carry it on to the caller, as if the work
+                // had run inline. Tasks are never aborted while the set is alive.
+                Some(Err(err)) => match err.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(err) => tracing::warn!(error = %err, "a manage task was cancelled"),
+                },
+                None => break,
+            }
+        }
         if failures.is_empty() {
             Ok(())
         } else {
@@ -513,9 +541,9 @@ impl CertManager {
     async fn manage_one(&self, name: &str) -> Result<(), ManageError> {
         let name = normalize_name(name)?;
         self.inner.names.lock().entry(name.clone()).or_insert(None);
-        if let Some(stored) = self.load_stored(&name).await? {
+        if let Some(Loaded { stored, certified }) = self.load_stored(&name).await? {
             let due = self.due(&stored).await;
-            self.install(&name, &stored)?;
+            self.install(&name, &stored, certified);
             self.apply_window(&name, &stored).await;
             self.emit(Event::Loaded { name: name.clone() });
             if !due {
@@ -585,27 +613,23 @@ impl CertManager {
     }
 
     /// Loads the newest usable certificate for `name` from any issuer's area of storage.
-    async fn load_stored(&self, name: &str) -> Result<Option<StoredCertificate>, Error> {
-        let mut best: Option<StoredCertificate> = None;
+    async fn load_stored(&self, name: &str) -> Result<Option<Loaded>, Error> {
+        let mut best: Option<Loaded> = None;
         for issuer in &self.inner.issuers {
-            let Some(stored) = self.load_from(&issuer.id(), name).await? else {
+            let Some(loaded) = self.load_from(&issuer.id(), name).await? else {
                 continue;
             };
             if best
                 .as_ref()
-                .is_none_or(|b| stored.meta.not_after > b.meta.not_after)
+                .is_none_or(|b| loaded.stored.meta.not_after > b.stored.meta.not_after)
             {
-                best = Some(stored);
+                best = Some(loaded);
             }
         }
         Ok(best)
     }
 
-    async fn load_from(
-        &self,
-        issuer: &str,
-        name: &str,
-    ) -> Result<Option<StoredCertificate>, Error> {
+    async fn load_from(&self, issuer: &str, name: &str) -> Result<Option<Loaded>, Error> {
         let storage = &self.inner.storage;
         let meta_key = keys::certificate_meta(issuer, name);
         // A writer replaces key, chain and metadata one after the other; a reader that
@@ -631,13 +655,17 @@ impl CertManager {
                     key_pem,
                     meta,
                 };
-                let consistent = crate::certificate::parse_chain(&stored.chain_pem)
-                    .ok()
-                    .and_then(|chain| crate::certificate::leaf_info(&chain[0]).ok())
-                    .is_some_and(|leaf| leaf.serial == stored.meta.serial)
-                    && stored.certified_key().is_ok();
-                if consistent {
-                    return Ok(Some(stored));
+                // The servable form is built once, here, and checked against the
+                // metadata: parsing the chain and the key is most of a load's CPU time.
+                let certified = stored.certified_key().ok().filter(|certified| {
+                    certified
+                        .cert
+                        .first()
+                        .and_then(|leaf| crate::certificate::leaf_info(leaf).ok())
+                        .is_some_and(|leaf| leaf.serial == stored.meta.serial)
+                });
+                if let Some(certified) = certified {
+                    return Ok(Some(Loaded { stored, certified }));
                 }
             }
             tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
@@ -648,10 +676,14 @@ impl CertManager {
         ))
     }
 
-    fn install(&self, name: &str, stored: &StoredCertificate) -> Result<(), Error> {
-        let certified = stored.certified_key().map_err(|err| {
-            Error::corrupt(keys::certificate_chain(&stored.meta.issuer, name), err)
-        })?;
+    /// The servable form of a certificate just issued.
+    fn certify(name: &str, stored: &StoredCertificate) -> Result<Arc<CertifiedKey>, Error> {
+        stored
+            .certified_key()
+            .map_err(|err| Error::corrupt(keys::certificate_chain(&stored.meta.issuer, name), err))
+    }
+
+    fn install(&self, name: &str, stored: &StoredCertificate, certified: Arc<CertifiedKey>) {
         self.inner.cache.insert(name, certified);
         let lifetime = stored.meta.lifetime();
         let jitter = lifetime.mul_f64(0.02 * fastrand::f64());
@@ -666,7 +698,6 @@ impl CertManager {
                 next_attempt: None,
             }),
         );
-        Ok(())
     }
 
     /// Obtains (or renews) a certificate for `name` under its cluster lock.
@@ -687,13 +718,13 @@ impl CertManager {
     async fn obtain_locked(&self, name: &str) -> Result<(), ManageError> {
         // Another node may have obtained or renewed it while this one waited.
         let served = self.certificate_meta(name);
-        if let Some(stored) = self.load_stored(name).await?
+        if let Some(Loaded { stored, certified }) = self.load_stored(name).await?
             && !self.due(&stored).await
         {
             let newer = served
                 .as_ref()
                 .is_none_or(|s| s.serial != stored.meta.serial);
-            self.install(name, &stored)?;
+            self.install(name, &stored, certified);
             self.apply_window(name, &stored).await;
             if newer {
                 self.emit(Event::Loaded {
@@ -713,7 +744,7 @@ impl CertManager {
             match self.issue_with(issuer.as_ref(), name).await {
                 Ok(stored) => {
                     self.save(name, &stored).await?;
-                    self.install(name, &stored)?;
+                    self.install(name, &stored, Self::certify(name, &stored)?);
                     self.apply_window(name, &stored).await;
                     let event = if renewing {
                         Event::Renewed {

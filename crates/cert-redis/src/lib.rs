@@ -54,10 +54,11 @@
 //! | `{ns}:lock:<name>` | string | the token of the lease holding lock `<name>`, expiring with it |
 //!
 //! - A value and its metadata are one Redis string, so they always change together.
-//!   Overwriting a key is a single `SET ... XX`; creating one runs a Lua script that sets
-//!   the record and adds the key to the index at once. So a reader never sees new bytes
-//!   with old metadata, every stored key is in the index, and the index lists no key
-//!   without a value (`delete` removes both in one script too).
+//!   `store` is one round trip whether the key is new or not: a Lua script (sent by
+//!   `EVALSHA`, loaded again after `NOSCRIPT`) sets the record and adds the key to the
+//!   index at once. So a reader never sees new bytes with old metadata, every stored key
+//!   is in the index, and the index lists no key without a value (`delete` removes both
+//!   in one script too).
 //! - `load` is one `GET`; `stat` of a value one `GETRANGE` of the header. A record whose
 //!   header is damaged or whose length differs from the size it records is
 //!   [`Error::Corrupt`](cert_core::Error::Corrupt).

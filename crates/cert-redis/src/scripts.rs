@@ -8,11 +8,13 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Creates a value and records its key in the index, together.
+/// Stores a value (creating or overwriting it) and makes sure its key is in the index,
+/// together, in one round trip. Re-adding a key the index already holds, with the same
+/// score, changes nothing.
 ///
 /// KEYS[1] the value's record, KEYS[2] the index; ARGV[1] the record (header and bytes),
 /// ARGV[2] the storage key.
-pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static STORE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[1])

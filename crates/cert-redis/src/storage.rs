@@ -254,22 +254,10 @@ impl Storage for RedisStorage {
         let record = record::encode(value, SystemTime::now());
         let name = self.names.value(key);
         let mut conn = self.conn.clone();
-        // Overwriting a key (the common case: renewals) is one plain `SET ... XX`: the key
-        // exists, so its index entry does too, and one command is atomic. Only a new key
-        // needs the script that creates the record and its index entry together.
-        let replaced: Option<()> = bounded(
-            self.timeout,
-            redis::cmd("SET")
-                .arg(&name)
-                .arg(&record)
-                .arg("XX")
-                .query_async(&mut conn),
-        )
-        .await?;
-        if replaced.is_some() {
-            return Ok(());
-        }
-        let mut call = scripts::CREATE.prepare_invoke();
+        // One round trip whether the key is new or not: the script sets the record and
+        // adds the key to the index atomically (`EVALSHA`; the client loads the script
+        // again by itself when the server answers `NOSCRIPT`).
+        let mut call = scripts::STORE.prepare_invoke();
         call.key(name).key(&self.names.index).arg(record).arg(key);
         bounded(self.timeout, call.invoke_async::<()>(&mut conn)).await
     }

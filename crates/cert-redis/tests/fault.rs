@@ -1,6 +1,7 @@
-//! Fault tolerance against a private `redis-server` this test starts and kills: a dead
-//! server gives `Unavailable` within the response timeout (no hang, no panic), and the
-//! same `RedisStorage` value works again once the server is back on the same port.
+//! Against a private `redis-server` these tests start and kill: a dead server gives
+//! `Unavailable` within the response timeout (no hang, no panic), and the same
+//! `RedisStorage` value works again once the server is back on the same port; a store is
+//! one command on the server, new key or not, and survives an emptied script cache.
 //!
 //! Skipped loudly when `redis-server` is not on `PATH`, unless
 //! `CERTSTORE_REQUIRE_SERVICES=1`, where that is a failure.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use cert_core::{Error, Locker, Storage};
 use cert_redis::{RedisConfig, RedisStorage};
+use redis::AsyncCommands;
 
 /// A `redis-server` child process, killed when dropped.
 struct Server {
@@ -96,15 +98,112 @@ fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: cert_core::Result<
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn survives_a_server_restart() {
-    let Some(binary) = find_redis_server() else {
+/// The `redis-server` binary, or `None` (with a loud skip) when it is not on `PATH`.
+fn redis_server_or_skip() -> Option<PathBuf> {
+    let found = find_redis_server();
+    if found.is_none() {
         let required = std::env::var("CERTSTORE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
         assert!(
             !required,
             "redis-server is not on PATH and CERTSTORE_REQUIRE_SERVICES=1"
         );
         eprintln!("SKIPPED: redis-server is not on PATH");
+    }
+    found
+}
+
+/// `calls` of each command in the server's `INFO commandstats`, by lower-case name.
+async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_one_command_and_survives_a_script_flush() {
+    let Some(binary) = redis_server_or_skip() else {
+        return;
+    };
+    let server = Server::start(binary, free_port());
+    let storage = RedisStorage::connect(&server.url(), "one_trip")
+        .await
+        .unwrap();
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Loads the script into the server's cache, then counts from zero.
+    storage.store("warm/up", b"x").await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        storage.store(&format!("new/k{i}"), b"first").await.unwrap();
+    }
+    for i in 0..10 {
+        storage
+            .store(&format!("new/k{i}"), b"second")
+            .await
+            .unwrap();
+    }
+    let mut calls = command_calls(&mut raw).await;
+    // The stats include this connection's own commands: only the storage's count. The
+    // server also counts the commands a script runs, so each store shows as one `EVALSHA`
+    // sent by the client plus the `SET` and `ZADD` it ran inside.
+    calls.retain(|(name, _)| name != "info" && name != "config|resetstat");
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            ("evalsha".to_owned(), 20),
+            ("set".to_owned(), 20),
+            ("zadd".to_owned(), 20)
+        ]
+    );
+
+    // An emptied script cache (as after a restart, or `SCRIPT FLUSH`): the store loads
+    // the script again by itself, new key and overwrite alike.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    storage.store("new/k10", b"after flush").await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    storage.store("new/k0", b"third").await.unwrap();
+    assert_eq!(storage.load("new/k10").await.unwrap(), b"after flush");
+    assert_eq!(storage.load("new/k0").await.unwrap(), b"third");
+    assert_eq!(storage.load("new/k9").await.unwrap(), b"second");
+    let listed = storage.list("new", true).await.unwrap();
+    assert_eq!(listed.len(), 11);
+    assert!(listed.iter().any(|k| k == "new/k10"));
+    let indexed: i64 = raw.zcard("{one_trip}:index").await.unwrap();
+    assert_eq!(indexed, 12, "every stored key is indexed exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_restart() {
+    let Some(binary) = redis_server_or_skip() else {
         return;
     };
     let mut server = Server::start(binary, free_port());
