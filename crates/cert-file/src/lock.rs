@@ -299,38 +299,10 @@ impl Config {
 
     /// Removes every expired lock file below the lock directory; returns how many.
     pub(crate) fn clean_expired_locks(&self) -> Result<usize> {
-        let top = self.path(LOCK_DIR);
         let mut removed = 0;
-        let mut dirs = vec![(top, String::new())];
-        while let Some((dir, prefix)) = dirs.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(err) if is_absent(&err) => continue,
-                Err(err) => return Err(io_failure("read_dir", &dir, err)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|err| io_failure("read_dir", &dir, err))?;
-                let Ok(file_name) = entry.file_name().into_string() else {
-                    continue;
-                };
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                let rel = if prefix.is_empty() {
-                    file_name.clone()
-                } else {
-                    format!("{prefix}/{file_name}")
-                };
-                if kind.is_dir() {
-                    dirs.push((entry.path(), rel));
-                } else if kind.is_file()
-                    && !file_name.starts_with(TMP_PREFIX)
-                    && let Some(name) = rel.strip_suffix(LOCK_SUFFIX)
-                    && cert_core::validate_key(name).is_ok()
-                    && self.remove_if_expired(name)?
-                {
-                    removed += 1;
-                }
+        for name in self.lock_names()? {
+            if self.remove_if_expired(&name)? {
+                removed += 1;
             }
         }
         Ok(removed)
