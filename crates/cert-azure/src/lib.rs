@@ -74,13 +74,14 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use azure_core::http::{ClientOptions, RetryOptions, Url};
 use azure_storage_blob::models::{
-    BlobClientAcquireLeaseOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
-    BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
+    BlobClientAcquireLeaseOptions, BlobClientBreakLeaseOptions, BlobClientDownloadOptions,
+    BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
+    BlobContainerClientListBlobsOptions, LeaseState,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
 use cert_core::{
-    Error, KeyInfo, Lease, LockToken, Locker, Result, Storage, is_below, list_from_keys,
-    validate_key, validate_prefix, validate_value,
+    Error, KeyInfo, Lease, LockAdmin, LockInfo, LockToken, Locker, Result, Storage, is_below,
+    list_from_keys, validate_key, validate_prefix, validate_value,
 };
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::RwLock;
@@ -106,6 +107,13 @@ pub const MAX_LEASE: Duration = Duration::from_secs(60);
 
 /// Where lock blobs live, below the prefix.
 const LOCKS: &str = ".certstore-locks";
+
+/// One blob of a listing.
+struct Listed {
+    name: String,
+    modified: SystemTime,
+    lease: Option<LeaseState>,
+}
 
 /// How long a signature made from an account key is valid; it is renewed at half-life.
 const SAS_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -398,6 +406,15 @@ impl AzureStorage {
         blob_prefix: &str,
         limit: Option<usize>,
     ) -> Result<Vec<(String, SystemTime)>> {
+        let items = self.list_items(blob_prefix, limit).await?;
+        Ok(items
+            .into_iter()
+            .map(|item| (item.name, item.modified))
+            .collect())
+    }
+
+    /// [`list_blobs`](Self::list_blobs) with each blob's lease state.
+    async fn list_items(&self, blob_prefix: &str, limit: Option<usize>) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         let client = self.client();
@@ -433,11 +450,14 @@ impl AzureStorage {
                 if !name.starts_with(blob_prefix) {
                     continue; // never anything outside the prefix
                 }
-                let modified = item
+                let (modified, lease) = item
                     .properties
-                    .and_then(|p| p.last_modified)
-                    .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
-                out.push((name, modified));
+                    .map_or((None, None), |p| (p.last_modified, p.lease_state));
+                out.push(Listed {
+                    name,
+                    modified: modified.map_or(SystemTime::UNIX_EPOCH, SystemTime::from),
+                    lease,
+                });
             }
             if limit.is_some_and(|l| out.len() >= l) {
                 break;
@@ -747,6 +767,56 @@ impl Locker for AzureStorage {
                 Err(lock_lost(lease.name()))
             }
             Err(failure) => Err(self.fail(lease.name(), failure)),
+        }
+    }
+}
+
+/// Operator access to the lock blobs. The service never reveals a lease's ID, so a listed
+/// lock shows no holder token and no time left, only whether it is leased; a forced
+/// release breaks the lease at once.
+#[async_trait]
+impl LockAdmin for AzureStorage {
+    async fn list_locks(&self) -> Result<Vec<LockInfo>> {
+        let dir = format!("{}{LOCKS}/", self.prefix);
+        let mut locks: Vec<LockInfo> = self
+            .list_items(&dir, None)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                let name = item.name.strip_prefix(&dir)?.to_owned();
+                match item.lease? {
+                    LeaseState::Leased | LeaseState::Breaking => {
+                        Some(LockInfo::new(name, "(lease ID not readable)"))
+                    }
+                    LeaseState::Expired | LeaseState::Broken => {
+                        Some(LockInfo::new(name, "(lease ended)").with_expires_in(Duration::ZERO))
+                    }
+                    _ => None, // never leased, or released
+                }
+            })
+            .collect();
+        locks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(locks)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<bool> {
+        validate_key(name)?;
+        let blob = self.blob(&self.lock_name(name));
+        match self
+            .retry
+            .run("break lease", || {
+                let options = BlobClientBreakLeaseOptions {
+                    break_period: Some(0),
+                    ..Default::default()
+                };
+                blob.break_lease(Some(options))
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            // No lock blob, or no lease on it.
+            Err(failure) if matches!(failure.status(), Some(404 | 409)) => Ok(false),
+            Err(failure) => Err(self.fail(name, failure)),
         }
     }
 }

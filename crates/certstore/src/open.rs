@@ -393,10 +393,13 @@ async fn open_plain(url: &StorageUrl, options: &OpenOptions) -> Result<Plain, Op
                     .await
                     .map_err(storage_error)?;
             }
-            Ok(Plain::new(
-                Arc::new(storage),
+            let storage = Arc::new(storage);
+            let mut plain = Plain::new(
+                storage.clone(),
                 format!("azure container {container:?} of account {account:?} prefix {prefix:?}"),
-            ))
+            );
+            plain.locks = Some(storage);
+            Ok(plain)
         }
         #[allow(unreachable_patterns)]
         _ => Err(OpenError::NotCompiled {

@@ -147,7 +147,7 @@ pub struct LocksArgs {
 fn lock_admin(opened: &certstore::Opened) -> CliResult<Arc<dyn certstore::LockAdmin>> {
     opened.locks.clone().ok_or_else(|| {
         CliError::usage(format!(
-            "the {} backend cannot list locks (file, Redis, SQL and S3 storages can)",
+            "the {} backend cannot list locks (file, Redis, SQL, S3 and Azure storages can)",
             opened.url.backend()
         ))
     })
