@@ -42,8 +42,10 @@ if answers; then
   log "something already answers on $host:$port; using it"
 else
   log "starting azurite-blob on $host:$port (log: $RUN_DIR/azurite.log)"
+  # --silent: no access log. Node writes it to the file synchronously, and a busy disk
+  # (a build running beside the tests) then stalls the whole emulator.
   nohup "$bin" --blobHost "$host" --blobPort "$port" --inMemoryPersistence \
-    --disableTelemetry --skipApiVersionCheck --loose \
+    --disableTelemetry --skipApiVersionCheck --loose --silent \
     >>"$RUN_DIR/azurite.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/azurite.pid"
   for _ in $(seq 120); do
