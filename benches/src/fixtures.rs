@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use cert_core::{
     Cache, CertManager, CertificateMeta, InternalIssuer, InternalIssuerConfig, IssueError,
     IssueRequest, Issued, Issuer, KeyInfo, Lease, Locker, ManagerConfig, MemoryStorage, Storage,
-    Store, StoredCertificate, keys,
+    Store, StoredCertificate,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -84,17 +84,12 @@ pub async fn load_certificates(
 ) -> BoxResult<Vec<StoredCertificate>> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let chain = storage
-            .load(&keys::certificate_chain(CA_NAME, name))
-            .await?;
-        let key = storage.load(&keys::certificate_key(CA_NAME, name)).await?;
-        let meta = storage.load(&keys::certificate_meta(CA_NAME, name)).await?;
-        let meta: CertificateMeta = serde_json::from_slice(&meta)?;
-        out.push(StoredCertificate {
-            chain_pem: String::from_utf8(chain)?,
-            key_pem: String::from_utf8(key)?.into(),
-            meta,
-        });
+        let id = cert_core::record::CertificateId::new(CA_NAME, name);
+        let loaded = cert_core::record::load_certificate(storage, &id)
+            .await?
+            .and_then(cert_core::record::RecordState::valid)
+            .ok_or_else(|| format!("no usable certificate stored for {name}"))?;
+        out.push(loaded.stored);
     }
     Ok(out)
 }

@@ -1022,20 +1022,17 @@ async fn renewal_orders_name_the_certificate_they_replace() {
     let ari = AriServer::start_with(&pebble, (now - 120, now - 60), true).await;
     let mut config = acme_config(&pebble, &[ChallengeType::Http01]);
     config.directory_url = format!("https://localhost:{}/dir", ari.port);
-    let from = cert_core::keys::certificate_prefix(&first.issuer.id(), name);
-    let to = cert_core::keys::certificate_prefix(&config.directory_url, name);
-    for key in storage.list(&from, true).await.unwrap() {
-        let mut value = storage.load(&key).await.unwrap();
-        if key.ends_with(".json") {
-            let mut meta: serde_json::Value = serde_json::from_slice(&value).unwrap();
-            meta["issuer"] = config.directory_url.clone().into();
-            value = serde_json::to_vec(&meta).unwrap();
-        }
-        storage
-            .store(&key.replacen(&from, &to, 1), &value)
-            .await
-            .unwrap();
-    }
+    let from = cert_core::record::CertificateId::new(&first.issuer.id(), name);
+    let mut moved = cert_core::record::load_certificate(storage.as_ref(), &from)
+        .await
+        .unwrap()
+        .and_then(cert_core::record::RecordState::valid)
+        .unwrap()
+        .stored;
+    moved.meta.issuer = config.directory_url.clone();
+    cert_core::record::save_certificate(storage.as_ref(), name, &moved, None)
+        .await
+        .unwrap();
     let challenges = Challenges::new(Arc::clone(&storage));
     let issuer = Arc::new(AcmeIssuer::new(Arc::clone(&storage), challenges, config));
     let second = CertManager::new(

@@ -39,12 +39,42 @@ async fn open(ns: &str) -> AzureStorage {
         .unwrap()
 }
 
+/// The slow round trip of a lock operation on the emulator right now (zero without
+/// one), measured once per process: lock timings in these tests follow it, so a busy
+/// machine makes them slower, not flaky.
+fn lock_latency() -> Duration {
+    static LATENCY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LATENCY.get_or_init(|| {
+        if integration_tests::service_url(VAR).is_none() {
+            return Duration::ZERO;
+        }
+        // On a thread of its own: the caller may be inside a runtime (a `#[tokio::test]`)
+        // or not (the conformance macro asks for capabilities before starting one).
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let storage = open(&integration_tests::unique_name("latency")).await;
+                cert_conformance::measure_lock_latency(&storage).await
+            })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 conformance_tests! {
     open: |ns: String| async move { open(&ns).await },
     capabilities: Capabilities::default()
+        .with_lock_latency(lock_latency())
         .with_min_lock_ttl(cert_azure::MIN_LEASE)
         .with_lock_expiry_slack(Duration::from_millis(500))
-        .with_list_keys(10_000),
+        // Last-Modified is an HTTP date: whole seconds.
+        .with_timestamp_resolution(Duration::from_secs(1))
+        .with_list_keys(10_000)
+        .without_fenced_writes(),
     enabled: || integration_tests::service_url(VAR).is_some(),
 }
 
@@ -61,6 +91,12 @@ async fn lease_takeover_race_has_one_winner() {
         Arc::new(open(&ns).await),
         Arc::new(open(&ns).await),
     ];
+    // Under load a waiter's poll takes longer: the window for the takeover and the
+    // winner's lease (which must outlast the other waiters' last polls) follow the
+    // emulator's latency, within what a blob lease allows.
+    let scaled = lock_latency() * Capabilities::LATENCY_FACTOR;
+    let window = Duration::from_secs(3).max(scaled);
+    let winner_ttl = (window * 4).clamp(Duration::from_secs(30), cert_azure::MAX_LEASE);
     for round in 0..3 {
         let name = format!("race/{round}");
         let before = Instant::now();
@@ -70,7 +106,7 @@ async fn lease_takeover_race_has_one_winner() {
             .unwrap()
             .unwrap();
         assert_eq!(abandoned.ttl(), cert_azure::MIN_LEASE);
-        let give_up = before + cert_azure::MIN_LEASE + Duration::from_secs(3);
+        let give_up = before + cert_azure::MIN_LEASE + window;
         let mut waiters = Vec::new();
         for w in 0..12 {
             let store = Arc::clone(&stores[w % stores.len()]);
@@ -78,11 +114,7 @@ async fn lease_takeover_race_has_one_winner() {
             waiters.push(tokio::spawn(async move {
                 let mut wins = Vec::new();
                 while Instant::now() < give_up {
-                    if let Some(lease) = store
-                        .try_acquire(&name, Duration::from_secs(30))
-                        .await
-                        .unwrap()
-                    {
+                    if let Some(lease) = store.try_acquire(&name, winner_ttl).await.unwrap() {
                         wins.push((Instant::now(), lease));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;

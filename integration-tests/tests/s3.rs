@@ -38,12 +38,42 @@ async fn open(endpoint: &str, prefix: &str) -> S3Storage {
     storage
 }
 
+/// The slow round trip of a lock operation on the server right now (zero without a
+/// server), measured once per process: lock timings in these tests follow it, so a busy
+/// machine makes them slower, not flaky.
+fn lock_latency() -> Duration {
+    static LATENCY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LATENCY.get_or_init(|| {
+        let Some(url) = integration_tests::service_url(VAR) else {
+            return Duration::ZERO;
+        };
+        // On a thread of its own: the caller may be inside a runtime (a `#[tokio::test]`)
+        // or not (the conformance macro asks for capabilities before starting one).
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let storage = open(&url, &integration_tests::unique_name("latency")).await;
+                cert_conformance::measure_lock_latency(&storage).await
+            })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 conformance_tests! {
     open: |ns: String| async move { open(&s3_url(), &ns).await },
     // Expiry is judged from one-second HTTP dates: a takeover comes at most 2 s late.
     capabilities: Capabilities::default()
+        .with_lock_latency(lock_latency())
         .with_list_keys(10_000)
-        .with_lock_expiry_slack(Duration::from_secs(2)),
+        .with_lock_expiry_slack(Duration::from_secs(2))
+        // Last-Modified is an HTTP date: whole seconds.
+        .with_timestamp_resolution(Duration::from_secs(1))
+        .without_fenced_writes(),
     enabled: || integration_tests::service_url(VAR).is_some(),
 }
 
@@ -61,8 +91,12 @@ async fn expired_lock_takeover_race_has_one_winner() {
     for _ in 0..4 {
         stores.push(Arc::new(open(&url, &prefix).await));
     }
-    let ttl = Duration::from_millis(200);
-    let long = Duration::from_secs(30);
+    // Timings follow the server's latency: under load a waiter's poll takes longer, and
+    // the winner's lease must outlast the other waiters' last polls.
+    let scaled = lock_latency() * Capabilities::LATENCY_FACTOR;
+    let ttl = Duration::from_millis(200).max(scaled);
+    let long = Duration::from_secs(30).max(scaled * 4);
+    let window = Duration::from_secs(4).max(scaled * 2);
     for round in 0..ROUNDS {
         let name = format!("race/{round}");
         let abandoned = stores[0].try_acquire(&name, ttl).await.unwrap().unwrap();
@@ -74,7 +108,7 @@ async fn expired_lock_takeover_race_has_one_winner() {
         } else {
             Instant::now() + ttl + Duration::from_millis(2_300)
         };
-        let give_up = Instant::now() + ttl + Duration::from_secs(4);
+        let give_up = Instant::now() + ttl + window;
         let barrier = Arc::new(tokio::sync::Barrier::new(WAITERS));
         let mut waiters = Vec::new();
         for w in 0..WAITERS {

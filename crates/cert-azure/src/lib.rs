@@ -45,6 +45,17 @@
 //! lease for the duration it was acquired with). A crashed holder's lock is therefore
 //! taken over at most 15 to 60 s after its last renewal.
 //!
+//! # Fenced writes
+//!
+//! `store_fenced` and `delete_fenced` keep the default of [`Storage`]: the lease's local
+//! deadline is checked, with its fence margin (a fifth of the time to live, 50 ms to
+//! 10 s), right before the plain write is sent. A blob lease guards writes to its own
+//! blob only, and the lock is a lease on a separate blob, so the service cannot refuse a
+//! value's write on behalf of the lock. The window that remains: a request that stalls
+//! after the check for longer than the margin (a paused process, a slow network, this
+//! crate's retries) can land after the lease expired and another node took the lock
+//! over. With leases of 15 to 60 s the margin is 3 to 10 s.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -757,12 +768,27 @@ impl Locker for AzureStorage {
             return Err(lock_lost(lease.name()));
         }
         let blob = self.blob(&self.lock_name(lease.name()));
+        let tries = std::sync::atomic::AtomicU32::new(0);
         match self
             .retry
-            .run("release lease", || blob.release_lease(id.clone(), None))
+            .run("release lease", || {
+                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                blob.release_lease(id.clone(), None)
+            })
             .await
         {
             Ok(_) => Ok(()),
+            // A retry found no lease at all: an earlier try released it and its answer was
+            // lost (the lease was live when the release was sent, so nobody else held it).
+            // Releasing is not idempotent, so without this a slow answer under load would
+            // turn a clean release into LockLost.
+            Err(failure)
+                if tries.load(std::sync::atomic::Ordering::Relaxed) > 1
+                    && failure.status() == Some(409)
+                    && failure.code() == Some("LeaseNotPresentWithLeaseOperation") =>
+            {
+                Ok(())
+            }
             Err(failure) if matches!(failure.status(), Some(400 | 404 | 409 | 412)) => {
                 Err(lock_lost(lease.name()))
             }

@@ -43,6 +43,24 @@ pub struct Capabilities {
     pub cycles: usize,
     /// The longest one case may run before it fails as hung. Default 5 minutes.
     pub case_timeout: Duration,
+    /// The resolution of the modification times `stat` reports: an overwrite this long
+    /// after the previous write must show a later time. Default 10 ms; 1 s for backends
+    /// whose times come from HTTP dates (S3, Azure).
+    pub timestamp_resolution: Duration,
+    /// A slow round trip of the backend's lock operations (for example the p99 of a few
+    /// measured with [`measure_lock_latency`](crate::measure_lock_latency) when the test
+    /// starts). Every lock time to live the suite asks for is at least
+    /// [`LATENCY_FACTOR`](Capabilities::LATENCY_FACTOR) times this, so a busy machine
+    /// slows the cases down instead of letting leases run out while their refresh is
+    /// queued. Default 0 (fixed times to live).
+    pub lock_latency: Duration,
+    /// Whether [`store_fenced`](cert_core::Storage::store_fenced) and
+    /// [`delete_fenced`](cert_core::Storage::delete_fenced) check the lock on the server,
+    /// in the same atomic step as the write. When `true` (the default) the suite also
+    /// expects a write from a taken-over lease to be refused when the caller's local
+    /// deadline still looks fresh; turn it off for backends that keep the default
+    /// (a local deadline check right before the write).
+    pub fenced_writes: bool,
 }
 
 impl Default for Capabilities {
@@ -56,6 +74,9 @@ impl Default for Capabilities {
             processes: 4,
             cycles: 100,
             case_timeout: Duration::from_secs(300),
+            timestamp_resolution: Duration::from_millis(10),
+            lock_latency: Duration::ZERO,
+            fenced_writes: true,
         }
     }
 }
@@ -115,8 +136,49 @@ impl Capabilities {
         self
     }
 
-    /// `ttl`, raised to the backend's [`min_lock_ttl`](Capabilities::min_lock_ttl).
+    /// Fenced writes only check the lease's local deadline: skip the checks that only a
+    /// server-side fence passes.
+    pub fn without_fenced_writes(mut self) -> Self {
+        self.fenced_writes = false;
+        self
+    }
+
+    /// Whether fenced writes check the lock on the server (see
+    /// [`fenced_writes`](Capabilities::fenced_writes)).
+    pub fn with_fenced_writes(mut self, fenced_writes: bool) -> Self {
+        self.fenced_writes = fenced_writes;
+        self
+    }
+
+    /// Modification times have this resolution (see
+    /// [`timestamp_resolution`](Capabilities::timestamp_resolution)).
+    pub fn with_timestamp_resolution(mut self, resolution: Duration) -> Self {
+        self.timestamp_resolution = resolution;
+        self
+    }
+
+    /// How many slow round trips a lease must outlast: a refresh is sent a third into the
+    /// lease and may need a retry or two before it lands, each as slow as the slowest.
+    pub const LATENCY_FACTOR: u32 = 20;
+
+    /// Lock round trips take up to `latency` (see
+    /// [`lock_latency`](Capabilities::lock_latency)).
+    pub fn with_lock_latency(mut self, latency: Duration) -> Self {
+        self.lock_latency = latency;
+        self
+    }
+
+    /// `ttl`, raised to the backend's [`min_lock_ttl`](Capabilities::min_lock_ttl) and to
+    /// [`LATENCY_FACTOR`](Capabilities::LATENCY_FACTOR) times its
+    /// [`lock_latency`](Capabilities::lock_latency).
     pub(crate) fn ttl(&self, ttl: Duration) -> Duration {
         ttl.max(self.min_lock_ttl)
+            .max(self.lock_latency * Self::LATENCY_FACTOR)
+    }
+
+    /// How long after taking a lease of `ttl` the backend must let another caller take it
+    /// over: the time to live plus the backend's expiry slack.
+    pub(crate) fn expiry(&self, ttl: Duration) -> Duration {
+        ttl + self.lock_expiry_slack
     }
 }

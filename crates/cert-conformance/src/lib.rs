@@ -46,12 +46,14 @@
 //! ```
 //!
 //! Capabilities describe what the backend can do (shared across processes or not, the
-//! shortest lock time to live it accepts, how late it may notice an expired lease) and
+//! shortest lock time to live it accepts, how late it may notice an expired lease,
+//! whether its fenced writes check the lock on the server) and
 //! how big the suite's data is; see [`Capabilities`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod capabilities;
+mod fencing;
 mod fixture;
 mod keys;
 mod listing;
@@ -64,6 +66,7 @@ mod support;
 mod values;
 
 pub use capabilities::Capabilities;
+pub use fencing::{fenced_write_refused_after_takeover, fenced_write_while_held};
 pub use fixture::{Fixture, Opener, opener, random_namespace};
 pub use keys::{invalid_keys, invalid_keys_rejected, value_and_prefix_at_same_key};
 pub use listing::{
@@ -71,17 +74,20 @@ pub use listing::{
     list_many_keys, list_matches_whole_segments, list_root, special_characters_in_keys,
 };
 pub use locks::{
-    abandoned_lock_taken_over_by_one, cancelled_wait_leaves_nothing_held,
-    clean_expired_locks_spares_live_ones, expired_lease_refused, foreign_token_refused,
+    abandoned_lock_taken_over_by_one, cancelled_lock_on_free_lock_mid_attempt,
+    cancelled_wait_leaves_nothing_held, clean_expired_locks_spares_live_ones,
+    clean_spares_lease_with_little_left, expired_lease_refused, foreign_token_refused,
     keep_alive_holds_lock, late_winner_gets_full_lease, lock_mutual_exclusion,
-    lock_names_apart_from_keys, try_lock_while_held,
+    lock_names_apart_from_keys, lost_lock_noticed_within_ttl, measure_lock_latency,
+    takeover_timing_after_refreshes, try_lock_while_held,
 };
 pub use process::cross_process_lock;
 pub use runner::{CHILD_ENV, test_name};
 pub use sharing::{concurrent_writers_are_atomic, instances_share_data, instances_share_locks};
 pub use values::{
     all_byte_values, empty_value, exists_keys_and_prefixes, large_value, missing_key_not_found,
-    overwrite, round_trip, stat_key_and_prefix, too_large_value_refused,
+    modified_moves_forward_on_overwrite, overwrite, round_trip, stat_key_and_prefix,
+    too_large_value_refused,
 };
 
 __cert_conformance_cases! { __cert_conformance_index {} }

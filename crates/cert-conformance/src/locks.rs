@@ -472,3 +472,310 @@ pub async fn clean_expired_locks_spares_live_ones(fixture: &Fixture) {
         "nothing had expired the second time"
     );
 }
+
+/// How a [`Faulty`] locker treats refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshFault {
+    /// Forward them to the store.
+    Pass,
+    /// Answer [`Error::LockLost`](cert_core::Error::LockLost) at once, as a backend does
+    /// after a takeover.
+    Refuse,
+    /// Never answer, as a stalled connection does.
+    Stall,
+    /// Fail with a retryable error every time, as an unreachable backend does.
+    Fail,
+}
+
+/// A locker that forwards to the store under test but can be told to break refreshes:
+/// the only way to make a guard's keep-alive fail on demand through the public API.
+/// Acquisitions and releases always reach the store, so what it holds is real.
+struct Faulty {
+    inner: Arc<dyn Store>,
+    fault: std::sync::Mutex<RefreshFault>,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn Store>) -> Self {
+        Faulty {
+            inner,
+            fault: std::sync::Mutex::new(RefreshFault::Pass),
+        }
+    }
+
+    fn set(&self, fault: RefreshFault) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+    }
+
+    fn fault(&self) -> RefreshFault {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cert_core::async_trait]
+impl Locker for Faulty {
+    async fn try_acquire(&self, name: &str, ttl: Duration) -> cert_core::Result<Option<Lease>> {
+        self.inner.try_acquire(name, ttl).await
+    }
+
+    async fn refresh(&self, lease: &Lease, ttl: Duration) -> cert_core::Result<Lease> {
+        match self.fault() {
+            RefreshFault::Pass => self.inner.refresh(lease, ttl).await,
+            RefreshFault::Refuse => Err(cert_core::Error::LockLost {
+                name: lease.name().to_owned(),
+            }),
+            RefreshFault::Stall => std::future::pending().await,
+            RefreshFault::Fail => Err(cert_core::Error::unavailable(
+                "conformance",
+                std::io::Error::other("refresh failed on purpose"),
+            )),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> cert_core::Result<()> {
+        self.inner.release(lease).await
+    }
+}
+
+/// How late after its lease's deadline a guard may notice the loss: timers and task
+/// scheduling only, no request is involved.
+const NOTICE_SLACK: Duration = Duration::from_millis(500);
+
+/// Timer precision granted when comparing a backend's expiry with local instants.
+const TIMER_SLACK: Duration = Duration::from_millis(100);
+
+/// Polls `store` for the lock `name` until it is taken, and returns the lease and the
+/// instant its answer came. Panics when an attempt *started* after `latest` still finds
+/// the lock held (so slow answers under load do not count against the backend).
+async fn take_by(
+    store: &dyn Store,
+    name: &str,
+    ttl: Duration,
+    latest: Instant,
+) -> (Lease, Instant) {
+    loop {
+        let asked = Instant::now();
+        if let Some(lease) = ok(
+            store.try_acquire(name, ttl).await,
+            format_args!("try_acquire {name}"),
+        ) {
+            return (lease, Instant::now());
+        }
+        assert!(
+            asked <= latest,
+            "the lock {name} was still held {:?} after it should have been free",
+            asked.duration_since(latest)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A guard whose refreshes fail notices within its time to live, whichever way they
+/// fail (refused as taken over, stalled without answer, failing with a transient error):
+/// [`is_lost`](cert_core::LockGuard::is_lost) turns true and
+/// [`lost`](cert_core::LockGuard::lost) resolves by the lease's deadline (plus timer
+/// slack); then another instance takes the lock once the backend lets the lease expire.
+pub async fn lost_lock_noticed_within_ttl(fixture: &Fixture) {
+    let caps = fixture.capabilities().clone();
+    let main = fixture.store().await;
+    let other = fixture.open_another().await;
+    let ttl = caps.ttl(Duration::from_millis(600));
+    let long = caps.ttl(Duration::from_secs(10));
+    let mut cases = Vec::new();
+    for (name, fault) in [
+        ("lost/refused", RefreshFault::Refuse),
+        ("lost/stalled", RefreshFault::Stall),
+        ("lost/failing", RefreshFault::Fail),
+    ] {
+        let faulty = Arc::new(Faulty::new(Arc::clone(&main)));
+        let other = Arc::clone(&other);
+        let caps = caps.clone();
+        cases.push(tokio::spawn(async move {
+            let before = Instant::now();
+            let locker: Arc<dyn Locker> = Arc::clone(&faulty) as Arc<dyn Locker>;
+            let guard = ok(lock(locker, name, &options(ttl)).await, "lock");
+            faulty.set(fault);
+            let deadline = guard.lease().deadline();
+            let noticed =
+                tokio::time::timeout_at((deadline + NOTICE_SLACK).into(), guard.lost()).await;
+            assert!(
+                noticed.is_ok(),
+                "{name}: the guard did not notice ({fault:?} refreshes) within {:?} of its \
+                 lease's deadline ({:?} after lock())",
+                NOTICE_SLACK,
+                deadline.duration_since(before)
+            );
+            assert!(
+                guard.is_lost(),
+                "{name}: lost() resolved but is_lost() is false"
+            );
+            // The backend lease was never refreshed: it runs out `ttl` after the
+            // acquisition was answered at the latest.
+            let latest = before + ttl + caps.lock_expiry_slack + TIMER_SLACK;
+            let (lease, _) = take_by(&*other, name, long, latest).await;
+            lock_lost(
+                guard.release().await,
+                format_args!("{name}: release of the lost guard"),
+            );
+            ok(other.release(&lease).await, "release by the new holder");
+        }));
+    }
+    for case in cases {
+        join(case).await;
+    }
+}
+
+/// Refreshes move the backend's expiry: after several refreshes with a long time to live
+/// and a last one with a shorter time to live, the lock cannot be taken before that last
+/// refresh's time to live has passed (counted from when it was sent), and can be taken
+/// once it has passed (counted from its answer, plus the backend's expiry slack).
+///
+/// The time to live is the one the refreshed lease reports: a backend whose leases keep
+/// their duration (Azure blob leases) reports it there.
+pub async fn takeover_timing_after_refreshes(fixture: &Fixture) {
+    let caps = fixture.capabilities().clone();
+    let main = fixture.store().await;
+    let other = fixture.open_another().await;
+    let short = caps.ttl(Duration::from_millis(600));
+    let long = short + (short / 2).max(Duration::from_secs(1));
+    let mut lease = acquire(&*main, "timing", long).await;
+    let own = lease.ttl();
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lease = ok(
+            main.refresh(&lease, long).await,
+            format_args!("refresh {i}"),
+        );
+        assert_held(&*other, "timing", long, "between refreshes").await;
+    }
+    let sent = Instant::now();
+    let lease = ok(
+        main.refresh(&lease, short).await,
+        "refresh with a shorter ttl",
+    );
+    let answered = Instant::now();
+    let granted = lease.ttl();
+    assert!(
+        granted == short || granted == own,
+        "the refreshed lease reports a ttl of {granted:?}, neither the {short:?} asked for \
+         nor the {own:?} it was taken with"
+    );
+    let latest = answered + granted + caps.lock_expiry_slack + TIMER_SLACK;
+    let (taken, at) = take_by(&*other, "timing", long, latest).await;
+    assert!(
+        at >= sent + granted,
+        "the lock was taken {:?} after its last refresh was sent, before that refresh's \
+         ttl of {granted:?}",
+        at.duration_since(sent)
+    );
+    lock_lost(main.release(&lease).await, "release of the expired lease");
+    ok(other.release(&taken).await, "release by the new holder");
+}
+
+/// Many rounds of [`lock`] on a free lock, dropped after a short delay (before, during or
+/// after its request): each time, another instance gets the lock at once or after a short
+/// bounded wait for the dropped attempt's own release, and nothing stays held.
+pub async fn cancelled_lock_on_free_lock_mid_attempt(fixture: &Fixture) {
+    const ROUNDS: u64 = 50;
+    let caps = fixture.capabilities().clone();
+    let main = fixture.store().await;
+    let other = fixture.open_another().await;
+    let ttl = caps.ttl(Duration::from_secs(10));
+    let opts = options(ttl);
+    // The dropped attempt may still have its acquisition and its release in flight: bound
+    // the wait for them by this backend's own round trips, not by a fixed guess.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let lease = acquire(&*main, "cancel-free", ttl).await;
+        ok(main.release(&lease).await, "release");
+        slowest = slowest.max(started.elapsed());
+    }
+    let bound = Duration::from_secs(1) + slowest * 10;
+    for round in 0..ROUNDS {
+        // 0 to 5 ms, spread over the range so some drops land mid-request.
+        let delay = Duration::from_micros(round * 997 % 5_001);
+        let (store, contender) = if round % 2 == 0 {
+            (&main, &other)
+        } else {
+            (&other, &main)
+        };
+        match tokio::time::timeout(delay, lock(as_locker(store), "cancel-free", &opts)).await {
+            Err(_dropped) => {}
+            Ok(Ok(guard)) => ok(guard.release().await, "release of a lock() that finished"),
+            Ok(Err(err)) => panic!("round {round}: lock() of a free lock failed: {err:?}"),
+        }
+        let dropped = Instant::now();
+        let (lease, _) = take_by(&**contender, "cancel-free", ttl, dropped + bound).await;
+        ok(contender.release(&lease).await, "release by the contender");
+    }
+    for store in [&main, &other] {
+        let lease = acquire(&**store, "cancel-free", ttl).await;
+        ok(store.release(&lease).await, "release");
+    }
+}
+
+/// Cleaning expired locks spares a live lease even when little of it is left: cleaning
+/// (from either instance) with about 300 ms to go removes nothing, and no takeover is
+/// answered before the lease's deadline.
+pub async fn clean_spares_lease_with_little_left(fixture: &Fixture) {
+    let caps = fixture.capabilities().clone();
+    let main = fixture.store().await;
+    let other = fixture.open_another().await;
+    let ttl = caps.min_lock_ttl.max(Duration::from_millis(600));
+    let lease = acquire(&*main, "clean-close", ttl).await;
+    let clean_at = lease.deadline() - Duration::from_millis(300);
+    tokio::time::sleep_until(clean_at.into()).await;
+    for (who, store) in [("holder", &main), ("other instance", &other)] {
+        let removed = ok(store.clean_expired_locks().await, "clean_expired_locks");
+        assert_eq!(
+            removed,
+            0,
+            "cleaning by the {who} removed a lease with {:?} left",
+            lease.remaining()
+        );
+    }
+    if let Some(taken) = ok(
+        other.try_acquire("clean-close", ttl).await,
+        "try_acquire clean-close",
+    ) {
+        let at = Instant::now();
+        assert!(
+            at >= lease.deadline(),
+            "the lock was taken {:?} before its lease's deadline, after cleaning",
+            lease.deadline().duration_since(at)
+        );
+        ok(other.release(&taken).await, "release by the new holder");
+    } else {
+        // Still held, as it should be until its deadline: the holder lets it go (or finds
+        // it already expired).
+        let _ = main.release(&lease).await;
+    }
+}
+
+/// A slow round trip of `locker`'s lock operations: the slowest of 8 acquire-and-release
+/// pairs on a lock of its own (after one unmeasured pair, which may include connection
+/// set-up and probes). Meant for [`Capabilities::with_lock_latency`](crate::Capabilities::with_lock_latency)
+/// when a test starts, so lock timings follow the machine's load.
+///
+/// # Panics
+///
+/// When the backend fails or reports the fresh lock as held.
+pub async fn measure_lock_latency(locker: &dyn Locker) -> Duration {
+    const SAMPLES: usize = 8;
+    let name = format!("latency/{}", LockToken::generate());
+    let ttl = Duration::from_secs(30);
+    let mut slowest = Duration::ZERO;
+    for sample in 0..=SAMPLES {
+        let started = Instant::now();
+        let lease = match ok(locker.try_acquire(&name, ttl).await, "try_acquire") {
+            Some(lease) => lease,
+            None => panic!("measuring latency: the fresh lock {name} is held"),
+        };
+        ok(locker.release(&lease).await, "release");
+        if sample > 0 {
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    slowest
+}

@@ -45,6 +45,14 @@ macro_rules! __cert_conformance_cases {
             cancelled_wait_leaves_nothing_held,
             late_winner_gets_full_lease,
             clean_expired_locks_spares_live_ones,
+            lost_lock_noticed_within_ttl,
+            takeover_timing_after_refreshes,
+            cancelled_lock_on_free_lock_mid_attempt,
+            clean_spares_lease_with_little_left,
+            modified_moves_forward_on_overwrite,
+            // fenced writes
+            fenced_write_while_held,
+            fenced_write_refused_after_takeover,
             cross_process_lock,
         }
     };

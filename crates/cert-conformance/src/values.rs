@@ -217,3 +217,23 @@ pub async fn stat_key_and_prefix(fixture: &Fixture) {
     }
     not_found(s.stat("st/di").await, "stat of a partial segment");
 }
+
+/// Overwriting a value moves its modification time forward: stored, stat'ed, stored
+/// again a little more than the backend's
+/// [`timestamp_resolution`](crate::Capabilities::timestamp_resolution) later, the second
+/// `stat` reports a strictly later time (renewal and cleaning decisions read it).
+pub async fn modified_moves_forward_on_overwrite(fixture: &Fixture) {
+    let s = fixture.store().await;
+    let resolution = fixture.capabilities().timestamp_resolution;
+    let key = "modified/forward";
+    ok(s.store(key, b"first").await, "store first");
+    let first = ok(s.stat(key).await, "stat after the first store").modified;
+    tokio::time::sleep(resolution + resolution / 2 + std::time::Duration::from_millis(5)).await;
+    ok(s.store(key, b"second").await, "store second");
+    let second = ok(s.stat(key).await, "stat after the overwrite").modified;
+    assert!(
+        second > first,
+        "an overwrite {resolution:?}+ later did not move the modification time forward: \
+         {first:?} then {second:?}"
+    );
+}

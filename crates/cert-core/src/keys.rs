@@ -1,14 +1,19 @@
 //! Where things live in storage, and the names of cluster locks.
 //!
 //! ```text
-//! certificates/<issuer>/<name>/<name>.crt    PEM chain, leaf first
-//! certificates/<issuer>/<name>/<name>.key    PKCS#8 PEM private key
-//! certificates/<issuer>/<name>/<name>.json   metadata (names, not-after, issuer, ...)
+//! certificates/<issuer>/<name>/<name>.bundle the record: chain, key and metadata in one value
+//! certificates/<issuer>/<name>/<name>.crt    copy of the PEM chain, leaf first
+//! certificates/<issuer>/<name>/<name>.key    copy of the PKCS#8 PEM private key
+//! certificates/<issuer>/<name>/<name>.json   copy of the metadata (names, not-after, issuer, ...)
 //! acme/<issuer>/accounts/<contact>.json      ACME account credentials
 //! challenges/http-01/<token>                 key authorization for an HTTP-01 token
 //! challenges/tls-alpn-01/<name>              inputs of a TLS-ALPN-01 certificate
-//! ca/<ca>/...                                the internal CA's root and intermediate
+//! ca/<ca>/ca.bundle                          the internal CA's record (copies beside it)
+//! maintenance/backoff/<name>.json            the fleet's backoff after failures for a name
 //! ```
+//!
+//! Records made of several values are written with one commit point; the
+//! [`record`](crate::record) module owns their layout.
 //!
 //! `<name>` is [`safe_name`] of a server name, `<issuer>` is [`issuer_key`] of an issuer's
 //! identity (an ACME directory URL, or a local CA's name). Locks have names of their own,
@@ -67,30 +72,6 @@ pub fn issuer_key(issuer: &str) -> String {
     if out.is_empty() { "-".to_owned() } else { out }
 }
 
-/// The prefix holding one certificate's files.
-pub fn certificate_prefix(issuer: &str, server_name: &str) -> String {
-    let name = safe_name(server_name);
-    format!("{CERTIFICATES}/{}/{name}", issuer_key(issuer))
-}
-
-/// The key of a certificate's PEM chain.
-pub fn certificate_chain(issuer: &str, server_name: &str) -> String {
-    let name = safe_name(server_name);
-    format!("{CERTIFICATES}/{}/{name}/{name}.crt", issuer_key(issuer))
-}
-
-/// The key of a certificate's private key.
-pub fn certificate_key(issuer: &str, server_name: &str) -> String {
-    let name = safe_name(server_name);
-    format!("{CERTIFICATES}/{}/{name}/{name}.key", issuer_key(issuer))
-}
-
-/// The key of a certificate's metadata.
-pub fn certificate_meta(issuer: &str, server_name: &str) -> String {
-    let name = safe_name(server_name);
-    format!("{CERTIFICATES}/{}/{name}/{name}.json", issuer_key(issuer))
-}
-
 /// The key of an ACME account for a directory and contact.
 pub fn acme_account(directory_url: &str, contact: &str) -> String {
     let contact = if contact.is_empty() {
@@ -102,6 +83,11 @@ pub fn acme_account(directory_url: &str, contact: &str) -> String {
         "{ACME}/{}/accounts/{contact}.json",
         issuer_key(directory_url)
     )
+}
+
+/// The key holding the fleet's backoff state for a server name.
+pub fn backoff(server_name: &str) -> String {
+    format!("maintenance/backoff/{}.json", safe_name(server_name))
 }
 
 /// The key holding the key authorization of an HTTP-01 token.
@@ -197,10 +183,11 @@ mod tests {
         ];
         for name in hostile {
             for key in [
-                certificate_chain("https://ca/dir", name),
-                certificate_key("local", name),
-                certificate_meta("local", name),
-                certificate_prefix("local", name),
+                crate::record::CertificateId::new("https://ca/dir", name).bundle_key(),
+                crate::record::CertificateId::new("local", name).chain_key(),
+                crate::record::CertificateId::new("local", name).key_key(),
+                crate::record::CertificateId::new("local", name).meta_key(),
+                crate::record::CertificateId::new("local", name).prefix(),
                 acme_account("https://ca/dir", name),
                 http01_token(name),
                 tls_alpn01(name),
@@ -213,7 +200,7 @@ mod tests {
             }
         }
         assert_eq!(
-            certificate_chain("local", "a.example"),
+            crate::record::CertificateId::new("local", "a.example").chain_key(),
             "certificates/local/a.example/a.example.crt"
         );
     }

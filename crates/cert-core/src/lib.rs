@@ -37,6 +37,7 @@ mod lock;
 mod lock_admin;
 pub mod manager;
 mod memory;
+pub mod record;
 pub mod resolver;
 mod storage;
 pub mod testing;
@@ -50,7 +51,9 @@ pub use issuer::{
 };
 pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock};
 pub use lock_admin::{LockAdmin, LockInfo};
-pub use manager::{CertManager, Event, ManageError, ManagerConfig, OnDemandConfig, RetryPolicy};
+pub use manager::{
+    CertManager, Event, ManageError, ManageFailures, ManagerConfig, OnDemandConfig, RetryPolicy,
+};
 pub use memory::MemoryStorage;
 pub use resolver::{
     CertResolver, CertSource, HelloInfo, accept_lazy, accept_lazy_hello, server_config,

@@ -148,6 +148,30 @@ impl Lease {
         Instant::now() >= self.deadline
     }
 
+    /// The time left before the local deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The part of the lease a fenced write keeps in reserve: a fifth of the time to live,
+    /// between 50 ms and 10 s. A write is only started while more than this is left, so the
+    /// write itself (a network round trip, an fsync) completes before the deadline.
+    pub fn fence_margin(&self) -> Duration {
+        (self.ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(10))
+    }
+
+    /// `Ok` while the lease has more than its [`fence_margin`](Lease::fence_margin) left;
+    /// [`Error::LockLost`] otherwise. Every write made under a lease checks this first.
+    pub fn check_fence(&self) -> Result<()> {
+        if self.remaining() > self.fence_margin() {
+            Ok(())
+        } else {
+            Err(Error::LockLost {
+                name: self.name.clone(),
+            })
+        }
+    }
+
     /// The same lease with the deadline moved to `ttl` after `started` (for backends'
     /// `refresh`).
     pub fn renewed(&self, ttl: Duration, started: Instant) -> Lease {
@@ -204,6 +228,10 @@ impl LockOptions {
 
 /// Waits until the lock `name` is taken and returns a guard that keeps it alive.
 ///
+/// Attempts that fail with a [retryable](Error::is_retryable) error are retried with the
+/// same backoff as a held lock until the timeout, which then reports that last error
+/// rather than [`Error::LockTimeout`]; any other error is returned at once.
+///
 /// Cancel-safe: dropping the returned future at any point never leaves the lock held (an
 /// attempt in flight when the future is dropped releases what it took).
 pub async fn lock(locker: Arc<dyn Locker>, name: &str, options: &LockOptions) -> Result<LockGuard> {
@@ -211,16 +239,25 @@ pub async fn lock(locker: Arc<dyn Locker>, name: &str, options: &LockOptions) ->
     let wake = LocalWaiters::register(name);
     let mut backoff = options.min_backoff;
     loop {
-        if let Some(lease) = attempt(&locker, name, options.ttl).await? {
-            return Ok(LockGuard::start(locker, lease));
-        }
+        // A transient failure (the backend unreachable or overloaded for a moment) is
+        // waited out like a held lock; only a failure that retrying cannot cure ends the
+        // wait early. The last transient error is kept to explain a timeout.
+        let failure = match attempt(&locker, name, options.ttl).await {
+            Ok(Some(lease)) => return Ok(LockGuard::start(locker, lease)),
+            Ok(None) => None,
+            Err(err) if err.is_retryable() => {
+                tracing::debug!(lock = name, error = %err, "lock attempt failed; retrying");
+                Some(err)
+            }
+            Err(err) => return Err(err),
+        };
         let mut pause = jitter(backoff);
         if let Some(timeout) = options.timeout {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(Error::LockTimeout {
+                return Err(failure.unwrap_or_else(|| Error::LockTimeout {
                     name: name.to_owned(),
-                });
+                }));
             }
             pause = pause.min(left);
         }
@@ -322,8 +359,8 @@ struct Shared {
 }
 
 /// A held lock. A background task refreshes the lease every third of its time to live;
-/// if the lease is lost (refresh refused, or the backend unreachable until the lease ran
-/// out) [`is_lost`](LockGuard::is_lost) turns true and [`lost`](LockGuard::lost) resolves.
+/// if the lease is lost (refresh refused, the backend unreachable until the lease ran
+/// out, or a refresh still unanswered at the lease's deadline) [`is_lost`](LockGuard::is_lost) turns true and [`lost`](LockGuard::lost) resolves.
 ///
 /// Release with [`release`](LockGuard::release); dropping the guard also releases, on a
 /// best-effort basis, from a spawned task.
@@ -445,7 +482,21 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
                 shared.lost.send_replace(true);
                 return;
             }
-            match locker.refresh(&current, ttl).await {
+            // A refresh answered after the deadline is worthless: another node may already
+            // hold the lock. So the request is bounded by the time left, and a refresh
+            // still under way at the deadline means the lease is lost. (Should the backend
+            // apply that refresh after all, its lease simply runs out unused.)
+            let refreshed =
+                tokio::time::timeout(current.remaining(), locker.refresh(&current, ttl)).await;
+            let Ok(refreshed) = refreshed else {
+                shared.lost.send_replace(true);
+                tracing::warn!(
+                    lock = current.name(),
+                    "lock refresh still unanswered at the lease deadline; lease lost"
+                );
+                return;
+            };
+            match refreshed {
                 Ok(renewed) => {
                     *shared.lease.lock() = renewed;
                     break;
@@ -551,6 +602,92 @@ mod tests {
                 .load(std::sync::atomic::Ordering::SeqCst),
             1
         );
+    }
+
+    /// A backend whose acquisitions fail `failures` times with `error` before they
+    /// succeed, and whose refreshes never answer.
+    struct Flaky {
+        failures: std::sync::atomic::AtomicU32,
+        retryable: bool,
+    }
+
+    #[async_trait]
+    impl Locker for Flaky {
+        async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let left = self.failures.load(SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, SeqCst);
+                let io = std::io::Error::other("flaky");
+                return Err(if self.retryable {
+                    Error::unavailable("flaky", io)
+                } else {
+                    Error::backend("flaky", io)
+                });
+            }
+            Ok(Some(Lease::new(
+                name,
+                LockToken::generate(),
+                ttl,
+                Instant::now(),
+            )))
+        }
+        async fn refresh(&self, _lease: &Lease, _ttl: Duration) -> Result<Lease> {
+            std::future::pending().await
+        }
+        async fn release(&self, _lease: &Lease) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn flaky(failures: u32, retryable: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            failures: std::sync::atomic::AtomicU32::new(failures),
+            retryable,
+        })
+    }
+
+    #[tokio::test]
+    async fn lock_waits_out_transient_errors_only() {
+        let options = LockOptions::default()
+            .with_ttl(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(5));
+        let guard = lock(flaky(5, true), "transient", &options).await.unwrap();
+        assert!(!guard.is_lost());
+        drop(guard);
+        let err = lock(flaky(1, false), "permanent", &options)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+        // Still failing at the timeout: the last transient error explains it.
+        let short = options.clone().with_timeout(Duration::from_millis(50));
+        let err = lock(flaky(u32::MAX, true), "down", &short)
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn unanswered_refresh_loses_the_lease_at_its_deadline() {
+        let ttl = Duration::from_millis(300);
+        let started = Instant::now();
+        let guard = lock(
+            flaky(0, true),
+            "stalled",
+            &LockOptions::default().with_ttl(ttl),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(ttl + Duration::from_millis(200), guard.lost())
+            .await
+            .expect("the guard did not notice its stalled refresh");
+        assert!(started.elapsed() + Duration::from_millis(5) >= ttl);
+        assert!(guard.is_lost());
+        // Releasing does not wait for the stalled request either.
+        tokio::time::timeout(Duration::from_secs(1), guard.release())
+            .await
+            .expect("release hung on a stalled refresh")
+            .unwrap();
     }
 
     #[test]

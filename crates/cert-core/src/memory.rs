@@ -25,6 +25,8 @@ pub struct MemoryStorage {
     inner: Arc<Inner>,
 }
 
+/// Fenced writes hold `locks` while they take `values`; nothing takes them in the other
+/// order, so the two never deadlock.
 #[derive(Debug, Default)]
 struct Inner {
     values: RwLock<BTreeMap<String, Entry>>,
@@ -79,31 +81,7 @@ impl Storage for MemoryStorage {
     async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
         validate_key(key)?;
         validate_value(key, value.len())?;
-        let mut values = self.inner.values.write();
-        if below(&values, key).next().is_some() {
-            return Err(Error::Conflict {
-                key: key.to_owned(),
-                reason: "keys exist below it".into(),
-            });
-        }
-        let mut parent = key;
-        while let Some((up, _)) = parent.rsplit_once('/') {
-            if values.contains_key(up) {
-                return Err(Error::Conflict {
-                    key: key.to_owned(),
-                    reason: format!("{up} holds a value"),
-                });
-            }
-            parent = up;
-        }
-        values.insert(
-            key.to_owned(),
-            Entry {
-                value: value.into(),
-                modified: SystemTime::now(),
-            },
-        );
-        Ok(())
+        insert(&mut self.inner.values.write(), key, value)
     }
 
     async fn load(&self, key: &str) -> Result<Vec<u8>> {
@@ -116,16 +94,7 @@ impl Storage for MemoryStorage {
 
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        let mut values = self.inner.values.write();
-        let doomed: Vec<String> = below(&values, key).map(|(k, _)| k.clone()).collect();
-        let had_value = values.remove(key).is_some();
-        if !had_value && doomed.is_empty() {
-            return Err(Error::not_found(key));
-        }
-        for k in doomed {
-            values.remove(&k);
-        }
-        Ok(())
+        remove(&mut self.inner.values.write(), key)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -160,6 +129,83 @@ impl Storage for MemoryStorage {
             .map(|newest| KeyInfo::prefix(key, newest))
             .ok_or_else(|| Error::not_found(key))
     }
+
+    /// Checks the lease in the lock table and writes while holding the table's mutex, so
+    /// no takeover can slip between the check and the write, whatever the caller's local
+    /// deadline says.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        validate_value(key, value.len())?;
+        let locks = self.inner.locks.lock();
+        check_holder(&locks, lease)?;
+        let result = insert(&mut self.inner.values.write(), key, value);
+        drop(locks);
+        result
+    }
+
+    /// Like [`store_fenced`](Storage::store_fenced): the lease is checked and the keys
+    /// removed under the lock table's mutex.
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        let locks = self.inner.locks.lock();
+        check_holder(&locks, lease)?;
+        let result = remove(&mut self.inner.values.write(), key);
+        drop(locks);
+        result
+    }
+}
+
+/// `Ok` when `lease` is the live holder of its lock in `locks`, else [`Error::LockLost`].
+fn check_holder(locks: &HashMap<String, Held>, lease: &Lease) -> Result<()> {
+    match locks.get(lease.name()) {
+        Some(held) if held.token == *lease.token() && held.expires > Instant::now() => Ok(()),
+        _ => Err(Error::LockLost {
+            name: lease.name().to_owned(),
+        }),
+    }
+}
+
+/// Creates or overwrites `key` in `values`, refusing a value above or below another one.
+fn insert(values: &mut BTreeMap<String, Entry>, key: &str, value: &[u8]) -> Result<()> {
+    if below(values, key).next().is_some() {
+        return Err(Error::Conflict {
+            key: key.to_owned(),
+            reason: "keys exist below it".into(),
+        });
+    }
+    let mut parent = key;
+    while let Some((up, _)) = parent.rsplit_once('/') {
+        if values.contains_key(up) {
+            return Err(Error::Conflict {
+                key: key.to_owned(),
+                reason: format!("{up} holds a value"),
+            });
+        }
+        parent = up;
+    }
+    values.insert(
+        key.to_owned(),
+        Entry {
+            value: value.into(),
+            modified: SystemTime::now(),
+        },
+    );
+    Ok(())
+}
+
+/// Removes `key` and every key below it from `values`; `NotFound` when there is none.
+fn remove(values: &mut BTreeMap<String, Entry>, key: &str) -> Result<()> {
+    let doomed: Vec<String> = below(values, key).map(|(k, _)| k.clone()).collect();
+    let had_value = values.remove(key).is_some();
+    if !had_value && doomed.is_empty() {
+        return Err(Error::not_found(key));
+    }
+    for k in doomed {
+        values.remove(&k);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -255,6 +301,35 @@ mod tests {
         assert_eq!(s.clean_expired_locks().await.unwrap(), 1);
         assert_eq!(s.clean_expired_locks().await.unwrap(), 0);
         s.refresh(&live, Duration::from_secs(60)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn fenced_writes_check_the_lock_table() {
+        let s = MemoryStorage::new();
+        let ttl = Duration::from_secs(60);
+        let old = s.try_acquire("f", Duration::ZERO).await.unwrap().unwrap();
+        let new = s.try_acquire("f", ttl).await.unwrap().unwrap();
+        s.store_fenced("k", b"new", &new).await.unwrap();
+        // The old token with a deadline that looks fresh: only the lock table knows.
+        let stale = Lease::new("f", old.token().clone(), ttl, Instant::now());
+        assert!(matches!(
+            s.store_fenced("k", b"stale", &stale).await,
+            Err(Error::LockLost { .. })
+        ));
+        assert!(matches!(
+            s.delete_fenced("k", &stale).await,
+            Err(Error::LockLost { .. })
+        ));
+        assert_eq!(s.load("k").await.unwrap(), b"new");
+        s.delete_fenced("k", &new).await.unwrap();
+        assert!(s.is_empty());
+        s.release(&new).await.unwrap();
+        let released = Lease::new("f", new.token().clone(), ttl, Instant::now());
+        assert!(matches!(
+            s.store_fenced("k", b"late", &released).await,
+            Err(Error::LockLost { .. })
+        ));
+        assert!(s.is_empty());
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, KeyProblem, Result};
+use crate::lock::Lease;
 
 /// The longest key accepted, in bytes (the limit of S3 object names).
 pub const MAX_KEY_LEN: usize = 1024;
@@ -101,6 +102,28 @@ pub trait Storage: Debug + Send + Sync + 'static {
 
     /// Describes `key`.
     async fn stat(&self, key: &str) -> Result<KeyInfo>;
+
+    /// Stores `value` at `key` only while `lease` (taken from this backend's
+    /// [`Locker`](crate::Locker)) is still held; [`Error::LockLost`] otherwise, and the
+    /// stored value is left as it was.
+    ///
+    /// The default checks the lease's local deadline with a margin
+    /// ([`Lease::check_fence`]) and then stores: a writer that stalls for longer than the
+    /// margin between the check and the write can still land after its lease ran out.
+    /// Backends that can check the lock and write in one server-side step (a script, a
+    /// transaction against the lock row, a write under the lock file's guard) override it
+    /// so that a write from a lease that expired and was taken over is always refused.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        self.store(key, value).await
+    }
+
+    /// Deletes `key` (and every key below it) only while `lease` is still held, like
+    /// [`store_fenced`](Storage::store_fenced).
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        self.delete(key).await
+    }
 }
 
 /// Helpers on top of [`Storage`], available on every implementation.

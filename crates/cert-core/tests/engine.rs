@@ -88,6 +88,7 @@ async fn obtains_once_then_loads_on_restart() {
     assert_eq!(
         keys,
         vec![
+            "certificates/local/a.example/a.example.bundle",
             "certificates/local/a.example/a.example.crt",
             "certificates/local/a.example/a.example.json",
             "certificates/local/a.example/a.example.key",
@@ -508,4 +509,191 @@ async fn unmanaged_names_leave_the_cache_and_the_renewal_task() {
             .await
             .unwrap()
     );
+}
+
+/// A record that does not hold together (hand edits, a value damaged in storage) never
+/// fails `manage` for the other names: the name is reported broken and issued again.
+#[tokio::test]
+async fn a_broken_record_is_reported_and_issued_again() {
+    use cert_core::StorageExt;
+    use cert_core::record::{self, CertificateId, RecordState};
+
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
+    let first = manager(&storage, vec![issuer.clone()]);
+    first.manage(["a.example", "b.example"]).await.unwrap();
+    assert_eq!(issuer.calls(), 2);
+
+    // a.example's bundle now holds b.example's key: it no longer belongs together.
+    let a = CertificateId::new("local", "a.example");
+    let b = CertificateId::new("local", "b.example");
+    let mut bundle: serde_json::Value = storage.load_json(&a.bundle_key()).await.unwrap();
+    let other: serde_json::Value = storage.load_json(&b.bundle_key()).await.unwrap();
+    bundle["key_pem"] = other["key_pem"].clone();
+    storage.store_json(&a.bundle_key(), &bundle).await.unwrap();
+    assert!(matches!(
+        record::load_certificate(storage.as_ref(), &a)
+            .await
+            .unwrap(),
+        Some(RecordState::Broken { .. })
+    ));
+
+    let second = manager(&storage, vec![issuer.clone()]);
+    let mut events = second.subscribe();
+    second.manage(["a.example", "b.example"]).await.unwrap();
+    assert_eq!(issuer.calls(), 3, "only the broken name is issued again");
+    let got = drain(&mut events);
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, Event::Broken { name, .. } if name == "a.example")),
+        "{got:?}"
+    );
+    assert!(second.cache().get("a.example").is_some());
+    assert!(second.cache().get("b.example").is_some());
+    assert!(matches!(
+        record::load_certificate(storage.as_ref(), &a)
+            .await
+            .unwrap(),
+        Some(RecordState::Valid(_))
+    ));
+
+    // Garbage in the bundle is broken too, and repaired the same way.
+    storage.store(&a.bundle_key(), b"{not json").await.unwrap();
+    let third = manager(&storage, vec![issuer.clone()]);
+    third.manage(["a.example"]).await.unwrap();
+    assert_eq!(issuer.calls(), 4);
+    assert!(third.cache().get("a.example").is_some());
+}
+
+/// Stores written before bundles existed (three values) load without issuing again.
+#[tokio::test]
+async fn records_in_the_three_value_layout_still_load() {
+    use cert_core::record::{self, CertificateId, Layout, RecordState};
+
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
+    let first = manager(&storage, vec![issuer.clone()]);
+    first.manage(["old.example"]).await.unwrap();
+    let id = CertificateId::new("local", "old.example");
+    storage.delete(&id.bundle_key()).await.unwrap();
+    let Some(RecordState::Valid(loaded)) = record::load_certificate(storage.as_ref(), &id)
+        .await
+        .unwrap()
+    else {
+        panic!("the three values load as a record");
+    };
+    assert_eq!(loaded.layout, Layout::Parts);
+
+    let second = manager(&storage, vec![issuer.clone()]);
+    second.manage(["old.example"]).await.unwrap();
+    assert_eq!(issuer.calls(), 1, "loaded, not issued again");
+    assert_eq!(
+        serial(&first, "old.example"),
+        serial(&second, "old.example")
+    );
+}
+
+/// Names too long to be stored are refused before the on-demand decision runs.
+#[tokio::test]
+async fn on_demand_refuses_names_that_cannot_be_stored_first() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
+    let manager = manager(&storage, vec![issuer.clone()]);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    manager.enable_on_demand(
+        cert_core::OnDemandConfig::default().with_decision(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { true }
+        }),
+    );
+    let label = "a".repeat(50);
+    let long = [label.as_str(); 4].join(".");
+    manager.prepare_handshake(Some(long.clone())).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "the decision never ran");
+    assert_eq!(issuer.calls(), 0);
+    assert!(manager.managed_names().is_empty());
+
+    manager.prepare_handshake(Some("ok.example".into())).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(manager.cache().get("ok.example").is_some());
+}
+
+/// An on-demand name whose issuance keeps failing is dropped after `max_failures`, and
+/// the fleet-wide backoff keeps a second node from ordering for it meanwhile.
+#[tokio::test]
+async fn failing_on_demand_names_back_off_fleet_wide_and_are_dropped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
+    issuer.set_failing(true);
+    let slow_retry = ManagerConfig::default()
+        .with_retry(RetryPolicy::new(
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        ))
+        .with_lock(LockOptions::default().with_ttl(Duration::from_secs(5)));
+    let node = |issuer: Arc<CountingIssuer>| {
+        CertManager::new(
+            Arc::clone(&storage),
+            Arc::new(cert_core::Cache::new(100)),
+            vec![issuer],
+            slow_retry.clone(),
+        )
+    };
+    let first = node(issuer.clone());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    first.enable_on_demand(
+        cert_core::OnDemandConfig::default()
+            .with_max_failures(1)
+            .with_decision(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { true }
+            }),
+    );
+    first.prepare_handshake(Some("nope.example".into())).await;
+    assert_eq!(issuer.calls(), 1);
+    assert!(
+        first.managed_names().is_empty(),
+        "dropped after one failure"
+    );
+    // Dropped: further handshakes do not even ask.
+    first.prepare_handshake(Some("nope.example".into())).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!(issuer.calls(), 1);
+
+    // Another node sees the fleet's backoff in storage and does not order.
+    let other_issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(3600)));
+    let second = node(other_issuer.clone());
+    let err = second.manage(["nope.example"]).await.unwrap_err();
+    assert!(
+        matches!(err[0].1, cert_core::ManageError::BackingOff { .. }),
+        "{:?}",
+        err[0].1
+    );
+    assert_eq!(other_issuer.calls(), 0);
+    // The renewal pass respects it too.
+    second.renew_due().await;
+    assert_eq!(other_issuer.calls(), 0);
+}
+
+/// `manage`'s failures are one `std::error::Error` naming each name and its cause.
+#[tokio::test]
+async fn manage_failures_are_an_error_naming_each_name() {
+    async fn run(manager: &CertManager) -> Result<(), Box<dyn std::error::Error>> {
+        manager.manage(["a.example", "b.example"]).await?;
+        Ok(())
+    }
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let text = run(&manager(&storage, vec![]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(text.starts_with("2 names could not be managed: "), "{text}");
+    assert!(text.contains("a.example: no issuer configured"), "{text}");
+    assert!(text.contains("b.example: no issuer configured"), "{text}");
 }

@@ -168,6 +168,17 @@ impl<S: Storage> Storage for Encrypted<S> {
         }
         Ok(info)
     }
+
+    /// Seals the value and hands it to the inner storage's fenced store, so the inner
+    /// backend's fence (a script, a transaction, a guard) covers the sealed write.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        let sealed = self.ring.seal(key, value)?;
+        self.inner.store_fenced(key, &sealed, lease).await
+    }
+
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        self.inner.delete_fenced(key, lease).await
+    }
 }
 
 #[async_trait]

@@ -127,6 +127,45 @@ pub(crate) fn has_keys(dir: &Path, depth: usize) -> bool {
     subdirs.iter().any(|sub| has_keys(sub, depth + 1))
 }
 
+/// Removes `dir` if all it holds, at any depth, is directories and the leftovers of
+/// interrupted operations (temporary files, half-deleted directories). Fails, having
+/// removed at most some of those leftovers, as soon as it meets anything else: a value
+/// (maybe renamed into place by a concurrent writer since [`has_keys`] looked), or a
+/// file that is not this backend's.
+///
+/// A temporary file removed here may belong to a writer still busy below `dir`; its
+/// rename then finds the file gone and the writer starts over, seeing the new value
+/// where its directory was.
+fn remove_leftover_dir(dir: &Path, depth: usize) -> io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(io::ErrorKind::DirectoryNotEmpty.into());
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or_default();
+        let kind = entry.file_type()?;
+        let removed = if name.starts_with(TMP_PREFIX) && kind.is_file() {
+            fs::remove_file(entry.path())
+        } else if name.starts_with(DEL_PREFIX) && kind.is_dir() {
+            fs::remove_dir_all(entry.path())
+        } else if listable(name) && kind.is_dir() {
+            remove_leftover_dir(&entry.path(), depth + 1)
+        } else {
+            // A value, a link, or something this backend never creates: keep it, and
+            // the directory with it.
+            return Err(io::ErrorKind::DirectoryNotEmpty.into());
+        };
+        // Gone already: removed by a concurrent cleaning or delete.
+        if let Err(err) = removed
+            && !is_absent(&err)
+        {
+            return Err(err);
+        }
+    }
+    fs::remove_dir(dir)
+}
+
 impl Config {
     /// The path of `rel` below the root.
     pub(crate) fn path(&self, rel: &str) -> PathBuf {
@@ -227,10 +266,21 @@ impl Config {
 
     /// Stores `value` at `key`: temporary file, write, fsync, rename, fsync directory.
     pub(crate) fn store(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.store_checked(key, value, &|| Ok(()))
+    }
+
+    /// Like [`store`](Self::store), calling `commit_ok` right before the rename that makes
+    /// the value visible, and giving up with its error (nothing changed) when it fails.
+    pub(crate) fn store_checked(
+        &self,
+        key: &str,
+        value: &[u8],
+        commit_ok: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         let path = self.path(key);
         let parent = path.parent().unwrap_or(&self.root).to_owned();
         for _ in 0..WRITE_ATTEMPTS {
-            if self.try_store(key, &path, &parent, value)? == Step::Done {
+            if self.try_store(key, &path, &parent, value, commit_ok)? == Step::Done {
                 return Ok(());
             }
         }
@@ -243,7 +293,14 @@ impl Config {
         ))
     }
 
-    fn try_store(&self, key: &str, path: &Path, parent: &Path, value: &[u8]) -> Result<Step> {
+    fn try_store(
+        &self,
+        key: &str,
+        path: &Path,
+        parent: &Path,
+        value: &[u8],
+        commit_ok: &dyn Fn() -> Result<()>,
+    ) -> Result<Step> {
         if self.make_dirs(key, key)? == Step::Retry {
             return Ok(Step::Retry);
         }
@@ -266,8 +323,11 @@ impl Config {
         match fs::symlink_metadata(path) {
             Ok(meta) if meta.is_file() => {}
             Ok(meta) if meta.is_dir() => {
-                // Only an empty leftover directory may be replaced by a value.
-                if has_keys(path, 0) || fs::remove_dir(path).is_err_and(|err| !is_absent(&err)) {
+                // Only a leftover directory without keys may be replaced by a value: one
+                // holding nothing but empty directories and what interrupted writes left.
+                if has_keys(path, 0)
+                    || remove_leftover_dir(path, 0).is_err_and(|err| !is_absent(&err))
+                {
                     return Err(Error::Conflict {
                         key: key.to_owned(),
                         reason: "keys exist below it".into(),
@@ -279,6 +339,7 @@ impl Config {
             Err(err) if is_absent(&err) => {}
             Err(err) => return Err(io_failure("stat", path, err)),
         }
+        commit_ok()?;
         match fs::rename(&temp.path, path) {
             Ok(()) => temp.disarm(),
             // A concurrent delete of a prefix above took our temporary file with it.
@@ -418,6 +479,17 @@ impl Config {
 
     /// Deletes `key` and everything below it, then prunes parents left empty.
     pub(crate) fn delete(&self, key: &str) -> Result<()> {
+        self.delete_checked(key, &|| Ok(()))
+    }
+
+    /// Like [`delete`](Self::delete), calling `commit_ok` right before the remove or
+    /// rename that makes the key disappear, and giving up with its error (nothing changed)
+    /// when it fails.
+    pub(crate) fn delete_checked(
+        &self,
+        key: &str,
+        commit_ok: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         if !self.check_dirs(key)? {
             return Err(Error::not_found(key));
         }
@@ -425,6 +497,7 @@ impl Config {
         let parent = path.parent().unwrap_or(&self.root).to_owned();
         let meta = fs::symlink_metadata(&path).map_err(|err| io_error(key, "stat", &path, err))?;
         if meta.is_file() {
+            commit_ok()?;
             fs::remove_file(&path).map_err(|err| io_error(key, "remove", &path, err))?;
         } else if meta.is_dir() {
             if !has_keys(&path, 0) {
@@ -433,6 +506,7 @@ impl Config {
             // Move the tree aside in one atomic rename, so the prefix disappears at once
             // and a concurrent store below it starts over in a fresh directory.
             let grave = parent.join(format!("{DEL_PREFIX}{:016x}", fastrand::u64(..)));
+            commit_ok()?;
             fs::rename(&path, &grave).map_err(|err| io_error(key, "rename", &path, err))?;
             if let Err(err) = fs::remove_dir_all(&grave) {
                 tracing::warn!(path = %grave.display(), error = %err, "could not remove a deleted directory; it stays hidden");

@@ -34,9 +34,11 @@
 //! - Writes are atomic: the value goes to a temporary file in the same directory
 //!   (`.certstore-tmp-<random>`, created `O_EXCL`, mode 0600), is fsynced, renamed over
 //!   the key, and the directory is fsynced. A writer killed half way leaves the old value
-//!   (and maybe a temporary file, which is never listed; [`FileStorage::clean_up`]
-//!   removes old ones). Durable writes can be turned off with
-//!   [`FileStorage::with_durable_writes`].
+//!   (and maybe a temporary file, which is never listed nor counted by `exists` or
+//!   `stat`, and never keeps a value from replacing a directory without keys). The
+//!   cleaning in [`Locker::clean_expired_locks`] removes such leftovers once older than
+//!   [`LEFTOVER_GRACE`]; [`FileStorage::clean_up`] takes an age of your choice. Durable
+//!   writes can be turned off with [`FileStorage::with_durable_writes`].
 //! - Files are created with mode 0600, directories (the root too, when created here) with
 //!   0700.
 //! - Nothing inside the root is followed if it is a symbolic link: intermediate
@@ -72,6 +74,20 @@
 //! between expiry and expiry + tolerance nobody holds the lock. Lock files are not
 //! fsynced: after a power loss the leases are gone, like their holders.
 //!
+//! # Fenced writes
+//!
+//! `store_fenced` and `delete_fenced` first check the lease's local deadline, then take
+//! the lock file's guard, check that the lock file holds the lease's token and an expiry
+//! still ahead of this host's clock, and write (temporary file, rename) or delete before
+//! letting the guard go. A takeover needs that guard, so a lease that ran out and was
+//! taken over is refused with [`Error::LockLost`], whatever the writer's own deadline
+//! says. One window remains: the guard is trusted only while it is younger than half the
+//! stale-guard age, checked right before the rename; a process that stalls between that
+//! check and the rename for longer than half the stale-guard age, while its lease
+//! expires (the deadline check leaves it at least the lease's fence margin), can have its
+//! guard broken and the lock taken over before its rename lands. A write whose guard has
+//! grown too old gives up with a retryable [`Error::Unavailable`] before the rename.
+//!
 //! Guard files live for a few system calls. One left by a process killed while holding
 //! it is broken once older than [`FileStorage::with_stale_guard_after`] (default 5 s)
 //! plus the tolerance.
@@ -106,6 +122,13 @@ use cert_core::{
 
 use crate::error::BACKEND;
 pub use crate::error::FileError;
+
+/// How old a temporary file or half-deleted directory must be before
+/// [`Locker::clean_expired_locks`] removes it as left behind by an interrupted write or
+/// delete (a process killed half way, a host that lost power). One hour: far longer than
+/// any live write takes, even on a stalled network mount, so a write in progress never
+/// loses its temporary file. [`FileStorage::clean_up`] takes any age.
+pub const LEFTOVER_GRACE: Duration = Duration::from_secs(3600);
 
 /// Settings shared by the clones of one [`FileStorage`].
 #[derive(Clone)]
@@ -295,6 +318,37 @@ impl Storage for FileStorage {
         let key = key.to_owned();
         blocking(move || config.stat(&key)).await
     }
+    /// The local deadline check first, then, under the lock file's guard, a check that
+    /// the lock file holds the lease's token and an unexpired lease, and the usual atomic
+    /// write (see the crate docs, "Fenced writes").
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        validate_key(lease.name())?;
+        validate_value(key, value.len())?;
+        let config = Arc::clone(&self.config);
+        let key = key.to_owned();
+        let value = value.to_vec();
+        let lease = lease.clone();
+        blocking(move || {
+            config.fenced(&lease, |guarded| {
+                config.store_checked(&key, &value, guarded)
+            })
+        })
+        .await
+    }
+
+    /// Like [`store_fenced`](Self::store_fenced), deleting under the guard.
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        validate_key(lease.name())?;
+        let config = Arc::clone(&self.config);
+        let key = key.to_owned();
+        let lease = lease.clone();
+        blocking(move || config.fenced(&lease, |guarded| config.delete_checked(&key, guarded)))
+            .await
+    }
 }
 
 #[async_trait]
@@ -320,9 +374,32 @@ impl Locker for FileStorage {
         blocking(move || config.release(&lease)).await
     }
 
+    /// Removes expired lock files and returns how many. Also removes, uncounted but
+    /// logged, the temporary files and half-deleted directories older than
+    /// [`LEFTOVER_GRACE`] that interrupted operations left anywhere below the root, so
+    /// the cleaning that runs anyway keeps crash leftovers from piling up.
     async fn clean_expired_locks(&self) -> Result<usize> {
         let config = Arc::clone(&self.config);
-        blocking(move || config.clean_expired_locks()).await
+        blocking(move || {
+            let removed = config.clean_expired_locks()?;
+            // A failure here (an unreadable directory) is not the locks' business: they
+            // were cleaned, and the next run tries the leftovers again.
+            match config.clean_up(LEFTOVER_GRACE) {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(
+                    count,
+                    root = %config.root.display(),
+                    "removed temporary files and directories left by interrupted writes"
+                ),
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    root = %config.root.display(),
+                    "could not remove what interrupted writes left behind"
+                ),
+            }
+            Ok(removed)
+        })
+        .await
     }
 }
 

@@ -27,6 +27,12 @@
 //!   before the step that changes the lock file, that its guard is younger than half
 //!   the stale age, and backs off otherwise (a process paused longer than that, like a
 //!   lease holder paused past its TTL, is treated as gone).
+//! - **Fenced writes** take the guard too, check the token and expiry, and then write the
+//!   value (temporary file and rename) or delete the key before letting the guard go.
+//!   Since nothing changes a live lock file without the guard, no takeover can come
+//!   between the check and the write, except after this process paused, between its
+//!   last guard-age check and the rename, for longer than half the stale-guard age while
+//!   its lease ran out.
 //! - Lock directories (for names with `/`) are kept when their locks are released, so
 //!   an acquisition never races with a directory being removed.
 
@@ -420,6 +426,40 @@ impl Config {
             Some(expires) if expires > now_ms() => Ok(()),
             _ => Err(lost()),
         }
+    }
+
+    /// Runs `write` under the guard of `lease`'s lock, once the lock file is seen to hold
+    /// the lease's token and an expiry still ahead; [`Error::LockLost`] otherwise, with
+    /// nothing written.
+    ///
+    /// Nothing changes a lock file held by a live lease without its guard, so while the
+    /// guard is held here no takeover can happen. The guard is trusted only while it is
+    /// younger than half the stale-guard age (older, another process may break it), so
+    /// `write` gets a check to call right before its commit step (the rename or remove):
+    /// it fails, retryably, when the guard has grown too old.
+    pub(crate) fn fenced<T>(
+        &self,
+        lease: &Lease,
+        write: impl FnOnce(&dyn Fn() -> Result<()>) -> Result<T>,
+    ) -> Result<T> {
+        let paths = LockPaths::new(self, lease.name());
+        if !self.check_dirs(&paths.rel)? {
+            return Err(Error::LockLost {
+                name: lease.name().to_owned(),
+            });
+        }
+        let guard = self.wait_guard(lease.name(), &paths.guard)?;
+        self.check_holder(lease, &paths)?;
+        let guarded = || {
+            if guard.fresh(self) {
+                Ok(())
+            } else {
+                Err(guard_too_slow(&paths.guard))
+            }
+        };
+        let result = write(&guarded);
+        drop(guard);
+        result
     }
 
     /// Extends `lease` to `ttl` from now.

@@ -373,3 +373,102 @@ fn outcome<T: std::fmt::Debug>(result: cert_core::Result<T>) -> String {
         Err(err) => format!("error {err}"),
     }
 }
+
+/// Creates a temporary file named as a writer names it, holding half a value, last
+/// modified `age` ago: what a writer killed (SIGKILL, power loss) between creating its
+/// temporary file and renaming it leaves behind.
+fn leftover(dir: &Path, age: Duration) -> std::path::PathBuf {
+    let path = dir.join(format!(".certstore-tmp-{:016x}", fastrand::u64(..)));
+    let file = std::fs::File::create_new(&path).unwrap();
+    std::io::Write::write_all(&mut &file, b"-----BEGIN CERT").unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_writer_killed_mid_write_leaves_nothing_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = FileStorage::new(&root);
+    s.store("certs/a.crt", b"old").await.unwrap();
+    leftover(&root.join("certs"), Duration::ZERO);
+    // The first write below a new prefix: its directory holds nothing but the temp file.
+    std::fs::create_dir(root.join("fresh")).unwrap();
+    leftover(&root.join("fresh"), Duration::ZERO);
+
+    assert_eq!(s.load("certs/a.crt").await.unwrap(), b"old");
+    assert_eq!(s.list("", true).await.unwrap(), ["certs/a.crt"]);
+    assert_eq!(s.list("", false).await.unwrap(), ["certs"]);
+    assert_eq!(s.list("certs", false).await.unwrap(), ["certs/a.crt"]);
+    assert!(s.list("fresh", true).await.unwrap().is_empty());
+    assert!(!s.exists("fresh").await.unwrap());
+    assert!(matches!(s.stat("fresh").await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.delete("fresh").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!s.stat("certs").await.unwrap().is_terminal);
+
+    // Neither keeps a write or a delete from working.
+    s.store("fresh/b.crt", b"b").await.unwrap();
+    assert_eq!(s.list("fresh", false).await.unwrap(), ["fresh/b.crt"]);
+    s.delete("fresh").await.unwrap();
+    assert!(!s.exists("fresh").await.unwrap());
+    s.delete("certs/a.crt").await.unwrap();
+    assert!(s.list("", true).await.unwrap().is_empty());
+    // `certs` still holds the temp file, yet is no prefix, and a value may replace it.
+    assert!(root.join("certs").is_dir());
+    assert!(!s.exists("certs").await.unwrap());
+    s.store("certs", b"a value now").await.unwrap();
+    assert_eq!(s.load("certs").await.unwrap(), b"a value now");
+    assert_eq!(s.list("", true).await.unwrap(), ["certs"]);
+}
+
+#[tokio::test]
+async fn lock_cleaning_removes_stale_temporary_files_and_spares_fresh_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let s = FileStorage::new(&root);
+    s.store("a/b/c", b"v").await.unwrap();
+    let lease = cert_core::Locker::try_acquire(&s, "issue/x", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let stale_age = cert_file::LEFTOVER_GRACE + Duration::from_secs(60);
+    let stale = [
+        leftover(&root.join("a/b"), stale_age),
+        leftover(&root, stale_age),
+        leftover(&root.join(".certstore-locks/issue"), stale_age),
+    ];
+    std::fs::create_dir(root.join("ghost")).unwrap();
+    let ghost = leftover(&root.join("ghost"), stale_age);
+    // A writer still busy: its temporary file is young.
+    let busy = leftover(&root.join("a/b"), Duration::from_secs(5));
+    assert_eq!(s.list("", true).await.unwrap(), ["a/b/c"]);
+    assert_eq!(s.list("", false).await.unwrap(), ["a"]);
+
+    // No lock had expired: the count is of locks only.
+    assert_eq!(cert_core::Locker::clean_expired_locks(&s).await.unwrap(), 0);
+    for path in stale.iter().chain([&ghost]) {
+        assert!(!path.exists(), "{} was not removed", path.display());
+    }
+    assert!(
+        busy.exists(),
+        "the temporary file of a busy writer was removed"
+    );
+    assert_eq!(s.load("a/b/c").await.unwrap(), b"v");
+    cert_core::Locker::refresh(&s, &lease, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Once the busy writer's file is as old, it goes too.
+    std::fs::File::options()
+        .write(true)
+        .open(&busy)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - stale_age)
+        .unwrap();
+    assert_eq!(cert_core::Locker::clean_expired_locks(&s).await.unwrap(), 0);
+    assert!(!busy.exists());
+    assert_eq!(s.list("", true).await.unwrap(), ["a/b/c"]);
+}

@@ -49,7 +49,17 @@ pub struct RedisConfig {
     pub connection_timeout: Duration,
     /// PEM root certificates to trust for `rediss://` instead of the system's.
     pub root_certificates_pem: Option<Vec<u8>>,
+    /// How many replicas must acknowledge a lock acquisition or refresh (`WAIT`) before it
+    /// counts; `0` (the default) does not wait. See the crate docs for what this does and
+    /// does not guarantee.
+    pub wait_replicas: u32,
+    /// How long `WAIT` may wait for [`wait_replicas`](RedisConfig::wait_replicas)
+    /// acknowledgements. Default 100 ms.
+    pub wait_timeout: Duration,
 }
+
+/// The default bound on waiting for replicas to acknowledge a lock write.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl RedisConfig {
     /// A configuration for the server at `url`, in the [`DEFAULT_NAMESPACE`], with the
@@ -61,7 +71,59 @@ impl RedisConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             root_certificates_pem: None,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
+    }
+
+    /// The same configuration requiring `replicas` replicas to acknowledge each lock
+    /// acquisition and refresh within `timeout` (`0` replicas turns waiting off). An
+    /// acquisition or refresh that gets fewer acknowledgements fails with
+    /// [`Error::Unavailable`](cert_core::Error::Unavailable) and holds nothing.
+    ///
+    /// The URL can say the same with `?wait_replicas=N&wait_timeout_ms=M`; values set
+    /// here win over the URL's.
+    pub fn with_wait_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// The replica acknowledgement settings in effect: those set with
+    /// [`with_wait_replicas`](RedisConfig::with_wait_replicas), else the URL's
+    /// `wait_replicas` and `wait_timeout_ms` query parameters, else no waiting.
+    pub(crate) fn replica_wait(&self) -> Result<(u32, Duration)> {
+        let mut replicas = self.wait_replicas;
+        let mut timeout = self.wait_timeout;
+        let explicit = replicas != 0 || timeout != DEFAULT_WAIT_TIMEOUT;
+        if explicit {
+            return Ok((replicas, timeout));
+        }
+        let Some(url) = redis::parse_redis_url(&self.url) else {
+            // Not a URL the client reads with query parameters (it reports its own error).
+            return Ok((replicas, timeout));
+        };
+        for (name, value) in url.query_pairs() {
+            let invalid = || {
+                cert_core::Error::backend(
+                    crate::error::BACKEND,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "invalid {name}={value:?} in the Redis URL: expected a whole number"
+                        ),
+                    ),
+                )
+            };
+            match name.as_ref() {
+                "wait_replicas" => replicas = value.parse().map_err(|_| invalid())?,
+                "wait_timeout_ms" => {
+                    timeout = Duration::from_millis(value.parse().map_err(|_| invalid())?);
+                }
+                _ => {}
+            }
+        }
+        Ok((replicas, timeout))
     }
 
     /// The same configuration in `namespace` (not empty, without `{` or `}`).
@@ -106,6 +168,8 @@ impl fmt::Debug for RedisConfig {
                 "root_certificates_pem",
                 &self.root_certificates_pem.as_ref().map(|_| "<set>"),
             )
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }
@@ -175,5 +239,31 @@ mod tests {
         assert_eq!(config.response_timeout, Duration::from_millis(300));
         assert_eq!(config.connection_timeout, Duration::from_millis(200));
         assert_eq!(RedisConfig::new("redis://h").namespace, DEFAULT_NAMESPACE);
+    }
+
+    #[test]
+    fn replica_wait_from_builder_or_url() {
+        let wait = |config: RedisConfig| config.replica_wait().ok();
+        assert_eq!(
+            wait(RedisConfig::new("redis://h/0")),
+            Some((0, DEFAULT_WAIT_TIMEOUT))
+        );
+        assert_eq!(
+            wait(RedisConfig::new(
+                "redis://h/0?wait_replicas=2&wait_timeout_ms=250"
+            )),
+            Some((2, Duration::from_millis(250)))
+        );
+        assert_eq!(
+            wait(
+                RedisConfig::new("redis://h/0?wait_replicas=2")
+                    .with_wait_replicas(1, Duration::from_millis(50))
+            ),
+            Some((1, Duration::from_millis(50)))
+        );
+        assert_eq!(
+            wait(RedisConfig::new("redis://h/0?wait_replicas=two")),
+            None
+        );
     }
 }

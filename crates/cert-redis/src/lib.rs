@@ -76,6 +76,38 @@
 //!   run a script that `PEXPIRE`s or `DEL`s the lock only while it still holds the
 //!   caller's token. Expiry is decided by the Redis server's clock, so clock skew between
 //!   nodes cannot break exclusion.
+//! - Fenced writes (`store_fenced`, `delete_fenced`) first check the lease's local
+//!   deadline, then run the store or delete script prefixed by a check that
+//!   `{ns}:lock:<name>` still holds the lease's token: the check and the write are one
+//!   script, and an expired lock is gone from the server, so a write from a lease that
+//!   ran out or was taken over is refused with
+//!   [`Error::LockLost`](cert_core::Error::LockLost) however late it arrives. A fenced
+//!   delete of a large prefix checks the lock again in each batch.
+//!
+//! # Replicas and failover
+//!
+//! Redis replicates asynchronously: a lock taken on the primary can be lost when the
+//! primary fails before a replica copied it, and a replica promoted then lets a second
+//! node take the same lock. [`RedisConfig::with_wait_replicas`] (or
+//! `?wait_replicas=N&wait_timeout_ms=M` in the URL) narrows that window: after each lock
+//! acquisition and refresh the storage sends `WAIT N M`, and unless at least `N` replicas
+//! acknowledged within `M` milliseconds, an acquisition releases the lock again and
+//! fails with [`Error::Unavailable`](cert_core::Error::Unavailable) (retryable, so
+//! [`cert_core::lock`] keeps trying), and a refresh fails the same way (the keep-alive
+//! retries it until the lease runs out).
+//!
+//! What it guarantees: a lock write that was acknowledged survives a failover to one of
+//! the replicas that acknowledged it. What it does not: Redis does not become a consensus
+//! system. A failover to a replica that missed the write (one that lagged, was not among
+//! the `N`, or was promoted by hand) still forgets the lock, and then two nodes can hold
+//! it at once; `WAIT` also cannot undo a write that reached too few replicas before the
+//! primary failed. That is why work done under a lock is fenced: fenced writes check the
+//! lease on the server itself, so the node whose lease the server no longer knows cannot
+//! overwrite what the new holder wrote.
+//!
+//! `WAIT` applies to the connection, which every clone of a storage shares: while it
+//! waits, the storage's other requests queue behind it, at most for the wait timeout.
+//! With `N = 0` (the default) nothing waits.
 //!
 //! # Redis Cluster
 //!
@@ -101,6 +133,7 @@ mod scripts;
 mod storage;
 
 pub use config::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_RESPONSE_TIMEOUT, RedisConfig,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+    RedisConfig,
 };
 pub use storage::RedisStorage;

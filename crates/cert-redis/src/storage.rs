@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use cert_core::{
-    Error, KeyInfo, Result, Storage, is_below, range_end, range_start, validate_key,
+    Error, KeyInfo, Lease, Result, Storage, is_below, range_end, range_start, validate_key,
     validate_prefix, validate_value,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -34,6 +34,8 @@ pub struct RedisStorage {
     pub(crate) conn: ConnectionManager,
     pub(crate) names: Names,
     pub(crate) timeout: Duration,
+    /// Replicas that must acknowledge lock writes, and how long to wait for them.
+    pub(crate) replica_wait: (u32, Duration),
     server: ServerInfo,
 }
 
@@ -176,6 +178,7 @@ impl RedisStorage {
             conn,
             names,
             timeout: config.response_timeout,
+            replica_wait: config.replica_wait()?,
             server,
         };
         let mut conn = storage.conn.clone();
@@ -197,9 +200,21 @@ impl RedisStorage {
         self.timeout
     }
 
-    async fn delete_batch(&self, key: &str, min: &str, max: &str) -> Result<(u64, bool)> {
+    /// One batch of a delete; with `fence`, only while the lock holds the lease's token
+    /// (`None` when it does not, and nothing was deleted).
+    async fn delete_batch(
+        &self,
+        key: &str,
+        min: &str,
+        max: &str,
+        fence: Option<&Lease>,
+    ) -> Result<Option<(u64, bool)>> {
         let mut conn = self.conn.clone();
-        let mut call = scripts::DELETE.prepare_invoke();
+        let script = match fence {
+            Some(_) => &scripts::DELETE_FENCED,
+            None => &scripts::DELETE,
+        };
+        let mut call = script.prepare_invoke();
         call.key(self.names.value(key))
             .key(&self.names.index)
             .arg(key)
@@ -207,9 +222,38 @@ impl RedisStorage {
             .arg(max)
             .arg(&self.names.value_prefix)
             .arg(DELETE_BATCH);
-        let (removed, more): (u64, u8) =
-            bounded(self.timeout, call.invoke_async(&mut conn)).await?;
-        Ok((removed, more == 1))
+        if let Some(lease) = fence {
+            call.key(self.names.lock(lease.name()))
+                .arg(lease.token().as_str());
+        }
+        let reply: Option<(u64, u8)> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+        Ok(reply.map(|(removed, more)| (removed, more == 1)))
+    }
+
+    /// Deletes `key` and every key below it, batch by batch, each batch fenced by `fence`
+    /// when given.
+    async fn delete_all(&self, key: &str, fence: Option<&Lease>) -> Result<()> {
+        validate_key(key)?;
+        if let Some(lease) = fence {
+            validate_key(lease.name())?;
+        }
+        let (min, max) = lex_range(key);
+        let mut total = 0;
+        loop {
+            let Some((removed, more)) = self.delete_batch(key, &min, &max, fence).await? else {
+                return Err(Error::LockLost {
+                    name: fence.map(Lease::name).unwrap_or_default().to_owned(),
+                });
+            };
+            total += removed;
+            if !more {
+                break;
+            }
+        }
+        if total == 0 {
+            return Err(Error::not_found(key));
+        }
+        Ok(())
     }
 }
 
@@ -279,20 +323,7 @@ impl Storage for RedisStorage {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
-        let (min, max) = lex_range(key);
-        let mut total = 0;
-        loop {
-            let (removed, more) = self.delete_batch(key, &min, &max).await?;
-            total += removed;
-            if !more {
-                break;
-            }
-        }
-        if total == 0 {
-            return Err(Error::not_found(key));
-        }
-        Ok(())
+        self.delete_all(key, None).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -400,6 +431,42 @@ impl Storage for RedisStorage {
             Some(head) => Ok(KeyInfo::prefix(key, record::header(key, &head)?.modified)),
             None => Err(Error::not_found(key)),
         }
+    }
+
+    /// The local deadline check first (it costs no round trip), then one script that
+    /// compares the lock's token with the lease's and stores only on a match: the
+    /// server's `PX` expiry decides, so a lease that ran out or was taken over is refused
+    /// even when this process's clock says otherwise.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        validate_key(lease.name())?;
+        validate_value(key, value.len())?;
+        let record = record::encode(value, SystemTime::now());
+        let mut conn = self.conn.clone();
+        let mut call = scripts::STORE_FENCED.prepare_invoke();
+        call.key(self.names.value(key))
+            .key(&self.names.index)
+            .key(self.names.lock(lease.name()))
+            .arg(record)
+            .arg(key)
+            .arg(lease.token().as_str());
+        let stored: Option<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+        match stored {
+            Some(_) => Ok(()),
+            None => Err(Error::LockLost {
+                name: lease.name().to_owned(),
+            }),
+        }
+    }
+
+    /// The local deadline check, then the delete's batches, each a script that checks the
+    /// lock's token first. A prefix with more keys below it than one batch holds is
+    /// removed in several steps; a lease lost between two of them stops the delete there
+    /// with [`Error::LockLost`], and what the earlier batches removed stays removed.
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        self.delete_all(key, Some(lease)).await
     }
 }
 

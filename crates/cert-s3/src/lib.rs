@@ -47,7 +47,9 @@
 //!   so of several waiters that all saw it expired, exactly one wins.
 //! - **refresh**: `PutObject` with `If-Match` on the ETag the holder wrote last;
 //!   **release**: `DeleteObject` with `If-Match` on it. Both fail with
-//!   [`LockLost`](cert_core::Error::LockLost) once someone else has written the lock.
+//!   [`LockLost`](cert_core::Error::LockLost) once someone else has written the lock; a
+//!   lease already past its local deadline is refused without a request, so a release
+//!   never deletes a lock object it can no longer vouch for.
 //!
 //! A holder's local deadline counts from just before its write was sent, so it always
 //! ends before any other node can judge the lease expired.
@@ -55,8 +57,20 @@
 //! Locking is only safe on a server that honours conditional writes. Before its first
 //! lock operation each [`S3Storage`] probes the bucket (two `If-None-Match: *` writes of
 //! one probe object, the second must fail with 412; then an `If-Match` write with a wrong
-//! ETag, which must fail too) and refuses to lock, with a clear error, on a server that
-//! ignores them.
+//! ETag, which must fail too, and an `If-Match` delete with a wrong ETag, which must fail
+//! as well, since releases rely on it) and refuses to lock, with a clear error, on a
+//! server that ignores any of them.
+//!
+//! # Fenced writes
+//!
+//! `store_fenced` and `delete_fenced` keep the default of
+//! [`Storage`](cert_core::Storage): the lease's local deadline is checked, with its fence
+//! margin (a fifth of the time to live, 50 ms to 10 s), right before the plain write is
+//! sent. S3 has no write conditioned on *another* object (the lock), so the check and
+//! the write cannot be one step. The window that remains: a request that stalls after the
+//! check for longer than the margin (a paused process, a slow network, the SDK's own
+//! retries) can land after the lease expired and another node took the lock over.
+//! Give work under a lock a time to live well above the longest request you expect.
 //!
 //! # Errors and retries
 //!

@@ -226,9 +226,10 @@ impl S3Storage {
             Ok(())
         } else {
             Err(message(format!(
-                "the S3 server{} does not honour conditional writes (If-None-Match: * and \
-                 If-Match): locks on it would not be exclusive, so this storage refuses to \
-                 lock; use a server that supports conditional writes (AWS S3, MinIO, ...)",
+                "the S3 server{} does not honour conditional writes (If-None-Match: * on \
+                 PUT, If-Match on PUT and DELETE): locks on it would not be exclusive, so \
+                 this storage refuses to lock; use a server that supports conditional \
+                 writes (AWS S3, MinIO, ...)",
                 self.inner
                     .endpoint
                     .as_deref()
@@ -238,8 +239,9 @@ impl S3Storage {
         }
     }
 
-    /// Writes one probe object twice with `If-None-Match: *` (the second must fail) and
-    /// once with `If-Match` on a wrong ETag (which must fail too), then deletes it.
+    /// Writes one probe object twice with `If-None-Match: *` (the second must fail),
+    /// once with `If-Match` on a wrong ETag (which must fail too), and deletes it with
+    /// `If-Match` on a wrong ETag (which must fail as well), then deletes it for good.
     async fn probe(&self) -> Result<bool> {
         let object = format!(
             "{}{PROBE_DIR}/{}",
@@ -256,7 +258,16 @@ impl S3Storage {
                 let wrong = "\"00000000000000000000000000000000\"";
                 match self.put_lock(key, b"3", Condition::Replace(wrong)).await {
                     Ok(_) => false,
-                    Err(failure) if failure.kind == Kind::Precondition => true,
+                    Err(failure) if failure.kind == Kind::Precondition => {
+                        // Release and forced release rely on a conditional DELETE; a
+                        // server that deletes regardless would let a stale holder free
+                        // a lock taken over by another node.
+                        match self.delete_lock(key, wrong).await {
+                            Ok(()) => false,
+                            Err(failure) if failure.kind == Kind::Precondition => true,
+                            Err(failure) => return Err(self.error(failure, key)),
+                        }
+                    }
                     Err(failure) => return Err(self.error(failure, key)),
                 }
             }
@@ -442,6 +453,14 @@ impl Locker for S3Storage {
     async fn release(&self, lease: &Lease) -> Result<()> {
         validate_key(lease.name())?;
         let name = lease.name();
+        // A lease past its deadline may already belong to another node, which then wrote
+        // the object anew; but it may also be that nobody has taken over yet, and deleting
+        // the object then would free a lock this caller no longer holds. Either way the
+        // honest answer is LockLost, and the object is left for the server's expiry.
+        if lease.is_expired() {
+            self.forget(name, lease.token());
+            return Err(Self::lost(name));
+        }
         let object = self.lock_key(name);
         let Some(etag) = self.holder_etag(lease, &object).await? else {
             self.forget(name, lease.token());
@@ -450,11 +469,30 @@ impl Locker for S3Storage {
         let result = self.delete_lock(&object, &etag).await;
         self.forget(name, lease.token());
         match result {
-            // Deleted; but a lease that had already run out was not held any more.
+            // Deleted, but the deadline passed while the request ran: whatever was done
+            // under the lease may have overlapped with a takeover, so say so.
             Ok(()) if lease.is_expired() => Err(Self::lost(name)),
             Ok(()) => Ok(()),
             // An earlier try of the delete landed and its answer was lost.
             Err(failure) if failure.kind == Kind::NotFound && failure.retried => Ok(()),
+            // The same, but another node has taken the free lock since: while the lease is
+            // live no one else can replace the object this lease wrote, so an object that
+            // no longer carries its token was deleted by that earlier try. (One that still
+            // does means the remembered ETag was stale: the lease is not what it thought.)
+            Err(failure)
+                if failure.kind == Kind::Precondition && failure.retried && !lease.is_expired() =>
+            {
+                match self
+                    .read_lock(&object)
+                    .await
+                    .map_err(|failure| self.error(failure, name))?
+                {
+                    Some(Current {
+                        body: Some(body), ..
+                    }) if body.token == lease.token().as_str() => Err(Self::lost(name)),
+                    _ => Ok(()),
+                }
+            }
             Err(failure) if matches!(failure.kind, Kind::Precondition | Kind::NotFound) => {
                 Err(Self::lost(name))
             }

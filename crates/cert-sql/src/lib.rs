@@ -60,6 +60,14 @@
 //!   row matched is [`Error::LockLost`]. Session-level advisory locks
 //!   (`pg_advisory_lock`, `GET_LOCK`) are not used for leases: they belong to one
 //!   connection, and a pool hands out a different one to the next call.
+//! - **Fenced writes.** `store_fenced` and `delete_fenced` run in one transaction that
+//!   first locks the lease's row where the token matches and the expiry is still ahead
+//!   by the database's clock (PostgreSQL and MySQL/MariaDB: `SELECT ... FOR UPDATE`;
+//!   SQLite: a `BEGIN IMMEDIATE` transaction, which holds the database's write lock from
+//!   its start), then upserts or deletes. No row matched is [`Error::LockLost`] and
+//!   nothing is written. A takeover is an update of that same row, so it waits for the
+//!   commit and cannot come between the check and the write; a writer paused past its
+//!   lease is refused whatever its own clock says.
 //! - **Errors.** Lost or refused connections, pool and operation timeouts, I/O and TLS
 //!   errors, server shutdown, deadlocks and busy databases are the retryable
 //!   [`Error::Unavailable`] (`backend` is `"postgres"`, `"mysql"` or `"sqlite"`); every
@@ -96,6 +104,8 @@ pub use config::{
     ConfigError, DEFAULT_KV_TABLE, DEFAULT_LOCK_TABLE, Dialect, MAX_NAMESPACE_LEN,
     MAX_TABLE_NAME_LEN, SqlConfig, check_identifier,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite::database_files as sqlite_database_files;
 /// The `sqlx` this crate is built on, for building pools to pass to
 /// [`SqlStorage::from_postgres_pool`] and its siblings.
 pub use sqlx;
@@ -173,9 +183,10 @@ impl SqlStorage {
     /// `mysql://`, `mariadb://` or `sqlite://`), builds a pool with `config`'s settings
     /// and, unless disabled, creates or upgrades the tables.
     ///
-    /// SQLite databases are opened in WAL mode and created if missing. An in-memory
-    /// SQLite database (`sqlite::memory:`) is private to each pooled connection, so use
-    /// a file, or a pool of one connection through [`from_sqlite_pool`](Self::from_sqlite_pool).
+    /// SQLite databases are opened in WAL mode and created if missing, with mode 0600
+    /// (their `-wal` and `-shm` files get the database file's mode). An in-memory SQLite
+    /// database (`sqlite::memory:`) is private to each pooled connection, so use a file,
+    /// or a pool of one connection through [`from_sqlite_pool`](Self::from_sqlite_pool).
     pub async fn connect_with(url: &str, config: SqlConfig) -> Result<Self> {
         let Some(dialect) = Dialect::from_url(url) else {
             return Err(Error::backend(
@@ -376,6 +387,23 @@ fn ttl_micros(ttl: Duration) -> i64 {
     i64::try_from(micros).unwrap_or(i64::MAX)
 }
 
+/// A write made under a lease, run by a dialect's `fenced` in the transaction that holds
+/// the lease's lock row.
+pub(crate) enum Write<'a> {
+    /// Create or overwrite `key` (the plain `store` statement).
+    Store {
+        key: &'a str,
+        value: &'a [u8],
+        modified: i64,
+    },
+    /// Remove `key` and the keys in `[start, end)` (the plain `delete` statement).
+    Delete {
+        key: &'a str,
+        start: &'a str,
+        end: &'a str,
+    },
+}
+
 fn lock_lost(name: &str) -> Error {
     Error::LockLost {
         name: name.to_owned(),
@@ -441,6 +469,51 @@ impl Storage for SqlStorage {
             }
         })
         .await
+    }
+
+    /// The local deadline check first (no round trip), then one transaction that locks
+    /// the lease's row, matched by token and a live expiry by the database's clock, and
+    /// upserts the value; [`Error::LockLost`], with nothing written, when the row does not
+    /// match.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        validate_key(lease.name())?;
+        validate_value(key, value.len())?;
+        let write = Write::Store {
+            key,
+            value,
+            modified: now_micros(),
+        };
+        let (name, token) = (lease.name(), lease.token().as_str());
+        self.timed(async { on_backend!(self, b => b.fenced(name, token, write).await) })
+            .await?
+            .ok_or_else(|| lock_lost(name))?;
+        Ok(())
+    }
+
+    /// Like [`store_fenced`](Self::store_fenced), deleting in the same transaction as the
+    /// check.
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        lease.check_fence()?;
+        validate_key(key)?;
+        validate_key(lease.name())?;
+        let start = range_start(key);
+        let end = range_end(key).unwrap_or_default();
+        let write = Write::Delete {
+            key,
+            start: &start,
+            end: &end,
+        };
+        let (name, token) = (lease.name(), lease.token().as_str());
+        let deleted = self
+            .timed(async { on_backend!(self, b => b.fenced(name, token, write).await) })
+            .await?
+            .ok_or_else(|| lock_lost(name))?;
+        if deleted == 0 {
+            return Err(Error::not_found(key));
+        }
+        Ok(())
     }
 }
 

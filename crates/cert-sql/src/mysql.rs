@@ -7,6 +7,7 @@ use cert_core::Result;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{Row, SqlStr};
 
+use crate::Write;
 use crate::config::{Dialect, SqlConfig};
 use crate::error::{corrupt, from_sqlx};
 use crate::schema::{self, Tables};
@@ -42,6 +43,7 @@ struct Queries {
     refresh: SqlStr,
     release: SqlStr,
     clean_locks: SqlStr,
+    fence: SqlStr,
 }
 
 fn utf8(bytes: Vec<u8>) -> Result<String> {
@@ -101,6 +103,12 @@ impl MySql {
                 "DELETE FROM {locks} WHERE ns = ? AND name = ? AND token = ? AND expires > {now}",
             ),
             clean_locks: r("DELETE FROM {locks} WHERE ns = ? AND expires <= {now}"),
+            // A locking read sees the latest committed row, not the transaction's
+            // snapshot, and holds it until the commit; a takeover updating the row waits.
+            fence: r(
+                "SELECT 1 FROM {locks} WHERE ns = ? AND name = ? AND token = ? \
+                 AND expires > {now} FOR UPDATE",
+            ),
         };
         MySql {
             pool,
@@ -187,16 +195,27 @@ impl MySql {
     }
 
     pub(crate) async fn store(&self, key: &str, value: &[u8], modified: i64) -> Result<()> {
-        sqlx::query(self.q.store.clone())
+        self.store_on(&self.pool, key, value, modified).await?;
+        Ok(())
+    }
+
+    async fn store_on<'c>(
+        &self,
+        on: impl sqlx::mysql::MySqlExecutor<'c>,
+        key: &str,
+        value: &[u8],
+        modified: i64,
+    ) -> Result<u64> {
+        let done = sqlx::query(self.q.store.clone())
             .bind(self.ns.as_bytes())
             .bind(key.as_bytes())
             .bind(value)
             .bind(i64::try_from(value.len()).unwrap_or(i64::MAX))
             .bind(modified)
-            .execute(&self.pool)
+            .execute(on)
             .await
             .map_err(err)?;
-        Ok(())
+        Ok(done.rows_affected())
     }
 
     pub(crate) async fn load(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -209,15 +228,59 @@ impl MySql {
     }
 
     pub(crate) async fn delete(&self, key: &str, start: &str, end: &str) -> Result<u64> {
+        self.delete_on(&self.pool, key, start, end).await
+    }
+
+    async fn delete_on<'c>(
+        &self,
+        on: impl sqlx::mysql::MySqlExecutor<'c>,
+        key: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<u64> {
         let done = sqlx::query(self.q.delete.clone())
             .bind(self.ns.as_bytes())
             .bind(key.as_bytes())
             .bind(start.as_bytes())
             .bind(end.as_bytes())
-            .execute(&self.pool)
+            .execute(on)
             .await
             .map_err(err)?;
         Ok(done.rows_affected())
+    }
+
+    /// Runs `write` in a transaction that first locks the lease's row (`SELECT ... FOR
+    /// UPDATE`), matched by token and a live expiry by the server's clock; `None`, with
+    /// nothing written, when no row matches. The row stays locked until the commit, so no
+    /// takeover, refresh or release can come between the check and the write.
+    pub(crate) async fn fenced(
+        &self,
+        name: &str,
+        token: &str,
+        write: Write<'_>,
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let held = sqlx::query(self.q.fence.clone())
+            .bind(self.ns.as_bytes())
+            .bind(name.as_bytes())
+            .bind(token.as_bytes())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+        if held.is_none() {
+            tx.rollback().await.map_err(err)?;
+            return Ok(None);
+        }
+        let done = match write {
+            Write::Store {
+                key,
+                value,
+                modified,
+            } => self.store_on(&mut *tx, key, value, modified).await?,
+            Write::Delete { key, start, end } => self.delete_on(&mut *tx, key, start, end).await?,
+        };
+        tx.commit().await.map_err(err)?;
+        Ok(Some(done))
     }
 
     pub(crate) async fn exists(&self, key: &str, start: &str, end: &str) -> Result<bool> {

@@ -4,6 +4,7 @@ use cert_core::Result;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Row, SqlStr};
 
+use crate::Write;
 use crate::config::{Dialect, SqlConfig};
 use crate::error::from_sqlx;
 use crate::schema::{self, Tables};
@@ -35,6 +36,7 @@ struct Queries {
     refresh: SqlStr,
     release: SqlStr,
     clean_locks: SqlStr,
+    fence: SqlStr,
 }
 
 impl Postgres {
@@ -87,6 +89,14 @@ impl Postgres {
                 "DELETE FROM {locks} WHERE ns = $1 AND name = $2 AND token = $3 AND expires > {now}",
             ),
             clean_locks: r("DELETE FROM {locks} WHERE ns = $1 AND expires <= {now}"),
+            // `clock_timestamp()`, not `now()`: inside a transaction `now()` is the time the
+            // transaction began, and the lease must be live when the row is locked. A
+            // takeover updating the row at the same moment makes this wait, and the row is
+            // then checked again as the takeover left it (no longer our token).
+            fence: r(
+                "SELECT 1 FROM {locks} WHERE ns = $1 AND name = $2 AND token = $3 \
+                 AND expires > clock_timestamp() FOR UPDATE",
+            ),
         };
         Postgres {
             pool,
@@ -145,16 +155,27 @@ impl Postgres {
     }
 
     pub(crate) async fn store(&self, key: &str, value: &[u8], modified: i64) -> Result<()> {
-        sqlx::query(self.q.store.clone())
+        self.store_on(&self.pool, key, value, modified).await?;
+        Ok(())
+    }
+
+    async fn store_on<'c>(
+        &self,
+        on: impl sqlx::postgres::PgExecutor<'c>,
+        key: &str,
+        value: &[u8],
+        modified: i64,
+    ) -> Result<u64> {
+        let done = sqlx::query(self.q.store.clone())
             .bind(&self.ns)
             .bind(key)
             .bind(value)
             .bind(i64::try_from(value.len()).unwrap_or(i64::MAX))
             .bind(modified)
-            .execute(&self.pool)
+            .execute(on)
             .await
             .map_err(err)?;
-        Ok(())
+        Ok(done.rows_affected())
     }
 
     pub(crate) async fn load(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -167,15 +188,59 @@ impl Postgres {
     }
 
     pub(crate) async fn delete(&self, key: &str, start: &str, end: &str) -> Result<u64> {
+        self.delete_on(&self.pool, key, start, end).await
+    }
+
+    async fn delete_on<'c>(
+        &self,
+        on: impl sqlx::postgres::PgExecutor<'c>,
+        key: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<u64> {
         let done = sqlx::query(self.q.delete.clone())
             .bind(&self.ns)
             .bind(key)
             .bind(start)
             .bind(end)
-            .execute(&self.pool)
+            .execute(on)
             .await
             .map_err(err)?;
         Ok(done.rows_affected())
+    }
+
+    /// Runs `write` in a transaction that first locks the lease's row, matched by token
+    /// and a live expiry; `None`, with nothing written, when no row matches. The row stays
+    /// locked until the commit, so no takeover, refresh or release can come between the
+    /// check and the write.
+    pub(crate) async fn fenced(
+        &self,
+        name: &str,
+        token: &str,
+        write: Write<'_>,
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let held = sqlx::query(self.q.fence.clone())
+            .bind(&self.ns)
+            .bind(name)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?;
+        if held.is_none() {
+            tx.rollback().await.map_err(err)?;
+            return Ok(None);
+        }
+        let done = match write {
+            Write::Store {
+                key,
+                value,
+                modified,
+            } => self.store_on(&mut *tx, key, value, modified).await?,
+            Write::Delete { key, start, end } => self.delete_on(&mut *tx, key, start, end).await?,
+        };
+        tx.commit().await.map_err(err)?;
+        Ok(Some(done))
     }
 
     pub(crate) async fn exists(&self, key: &str, start: &str, end: &str) -> Result<bool> {

@@ -112,6 +112,26 @@ impl<S: Storage> Storage for Prefixed<S> {
         info.key = key.to_owned();
         Ok(info)
     }
+
+    // Forward fenced writes, with the lease in the inner storage's terms, so the inner
+    // backend's fence applies; the trait's default would only check the local deadline.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
+        validate_key(key)?;
+        let inner = self.inner_lease(lease)?;
+        self.inner
+            .store_fenced(&self.full(key), value, &inner)
+            .await
+            .map_err(|e| self.rename(e))
+    }
+
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
+        validate_key(key)?;
+        let inner = self.inner_lease(lease)?;
+        self.inner
+            .delete_fenced(&self.full(key), &inner)
+            .await
+            .map_err(|e| self.rename(e))
+    }
 }
 
 #[async_trait]

@@ -1,15 +1,23 @@
-//! `ls`, `show`, `export` and `import`: certificates in storage.
+//! `ls`, `show`, `export`, `import` and `rm`: certificates in storage, read and written
+//! through [`cert_core::record`], which owns their layout.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use cert_core::{StorageExt, StoredCertificate, keys};
+use cert_core::record::{self, Layout};
+use cert_core::{LockGuard, LockOptions, Locker, StoredCertificate, keys};
 use certstore::inventory::{self, Found};
 use serde_json::json;
 
-use crate::output::{CliError, CliResult, now_unix, print_json, table};
+use crate::output::{CliError, CliResult, confirm, now_unix, print_json, table};
 use crate::{Global, StorageArg};
+
+/// How long a command waits for a name's issuance lock, held by a node obtaining or
+/// renewing that name (an ACME order can take a while).
+const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Arguments of `certstore ls`.
 #[derive(Debug, clap::Args)]
@@ -50,13 +58,14 @@ pub async fn ls(global: &Global, args: LsArgs) -> CliResult {
         .map_err(|err| CliError::storage("cannot list certificates", &err))?;
     let now = now_unix();
     let mut found = Vec::new();
-    for entry in entries.iter().filter(|e| e.name.starts_with(&prefix)) {
+    for entry in entries.iter().filter(|e| e.id.name.starts_with(&prefix)) {
         found.push(
             inventory::load(store, entry)
                 .await
                 .map_err(|err| CliError::storage("cannot read a certificate", &err))?,
         );
     }
+    check_key(&opened, &found).await?;
     if args.json {
         let items: Vec<serde_json::Value> = found.iter().map(|f| summary_json(f, now)).collect();
         return print_json(&json!(items));
@@ -68,46 +77,66 @@ pub async fn ls(global: &Global, args: LsArgs) -> CliResult {
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|f| {
-            let (not_after, days) = match &f.details {
-                Ok(d) => (
+            let (not_after, days, status) = match f.valid() {
+                Some((_, d)) => (
                     inventory::format_time(d.not_after),
                     d.days_left(now).to_string(),
+                    "ok".to_owned(),
                 ),
-                Err(reason) => (format!("({reason})"), "-".to_owned()),
+                None => (
+                    "-".to_owned(),
+                    "-".to_owned(),
+                    format!("BROKEN: {}", f.broken().unwrap_or_default()),
+                ),
             };
             vec![
-                f.entry.name.clone(),
-                f.entry.issuer.clone(),
+                f.entry.id.name.clone(),
+                f.entry.id.issuer.clone(),
                 not_after,
                 days,
+                status,
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["NAME", "ISSUER", "NOT AFTER", "DAYS LEFT"], &rows)
+        table(
+            &["NAME", "ISSUER", "NOT AFTER", "DAYS LEFT", "STATUS"],
+            &rows
+        )
     );
     Ok(())
 }
 
+/// How a record was stored, as `ls --json` and `show` print it.
+fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Bundle => "bundle",
+        Layout::Parts => "parts (older release; a bundle is added at the next save)",
+        _ => "unknown",
+    }
+}
+
 fn summary_json(found: &Found, now: i64) -> serde_json::Value {
-    match &found.details {
-        Ok(d) => json!({
-            "name": found.entry.name,
-            "issuer": found.entry.issuer,
+    let id = &found.entry.id;
+    match found.valid() {
+        Some((certificate, d)) => json!({
+            "name": id.name,
+            "issuer": id.issuer,
+            "broken": false,
+            "layout": certificate.layout,
             "names": d.names,
             "not_after": inventory::format_time(d.not_after),
             "not_after_unix": d.not_after,
             "days_left": d.days_left(now),
-            "has_key": found.entry.has_key,
-            "prefix": found.entry.prefix,
+            "prefix": id.prefix(),
         }),
-        Err(reason) => json!({
-            "name": found.entry.name,
-            "issuer": found.entry.issuer,
-            "has_key": found.entry.has_key,
-            "prefix": found.entry.prefix,
-            "error": reason,
+        None => json!({
+            "name": id.name,
+            "issuer": id.issuer,
+            "broken": true,
+            "reason": found.broken(),
+            "prefix": id.prefix(),
         }),
     }
 }
@@ -130,7 +159,8 @@ pub struct ShowArgs {
     json: bool,
 }
 
-/// The certificates stored for `name` (one per issuer), newest first.
+/// The certificates stored for `name` (one per issuer segment): usable ones first, the
+/// one valid longest first, broken ones last. A usage error when there is none.
 async fn find(
     global: &Global,
     storage: &str,
@@ -145,7 +175,7 @@ async fn find(
     let mut found = Vec::new();
     for entry in entries
         .iter()
-        .filter(|e| e.name == safe && issuer.is_none_or(|i| e.issuer == i))
+        .filter(|e| e.id.name == safe && issuer.is_none_or(|i| e.id.issuer == i))
     {
         found.push(
             inventory::load(opened.store.as_ref(), entry)
@@ -159,8 +189,46 @@ async fn find(
             opened.url
         )));
     }
-    found.sort_by_key(|f| std::cmp::Reverse(f.details.as_ref().map_or(i64::MIN, |d| d.not_after)));
+    check_key(&opened, &found).await?;
+    found.sort_by_key(|f| std::cmp::Reverse(f.valid().map_or(i64::MIN, |(_, d)| d.not_after)));
     Ok((opened, found))
+}
+
+/// On an encrypted storage where no record opens and the first one's value does not
+/// decrypt, the key is wrong rather than the records: that is the error (with its hint),
+/// not a list of broken records.
+async fn check_key(opened: &certstore::Opened, found: &[Found]) -> CliResult {
+    if !opened.url.is_encrypted() || found.iter().any(|f| f.valid().is_some()) {
+        return Ok(());
+    }
+    let Some(first) = found.first() else {
+        return Ok(());
+    };
+    let id = &first.entry.id;
+    let key = if first.entry.has_bundle {
+        id.bundle_key()
+    } else {
+        id.meta_key()
+    };
+    match opened.store.load(&key).await {
+        Err(err @ cert_core::Error::Corrupt { .. }) => {
+            Err(CliError::storage("cannot read certificates", &err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The error for a name whose every record is broken: each reason, and what to do.
+fn unreadable(name: &str, found: &[Found]) -> CliError {
+    let reasons: Vec<String> = found
+        .iter()
+        .filter_map(|f| f.broken().map(|reason| format!("{}: {reason}", f.entry.id)))
+        .collect();
+    CliError::failed(format!(
+        "the certificate for {name} cannot be read: {}; a server managing the name issues it \
+         again, or remove it with `certstore rm {name}`",
+        reasons.join("; ")
+    ))
 }
 
 pub async fn show(global: &Global, args: ShowArgs) -> CliResult {
@@ -171,27 +239,26 @@ pub async fn show(global: &Global, args: ShowArgs) -> CliResult {
         args.issuer.as_deref(),
     )
     .await?;
-    let now = now_unix();
-    let mut keys_pem = Vec::new();
-    if args.reveal_key {
-        for f in &found {
-            let key = opened
-                .store
-                .load_opt(&f.entry.key_key())
-                .await
-                .map_err(|err| CliError::storage("cannot read the private key", &err))?;
-            keys_pem.push(key.map(|k| String::from_utf8_lossy(&k).into_owned()));
-        }
+    if found.iter().all(|f| f.valid().is_none()) {
+        return Err(unreadable(&args.name, &found));
     }
+    let now = now_unix();
+    let key_of = |f: &Found| {
+        f.valid()
+            .filter(|_| args.reveal_key)
+            .map(|(certificate, _)| certificate.stored.key_pem.clone())
+    };
     if args.json {
         let items: Vec<serde_json::Value> = found
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let mut value = match &f.details {
-                    Ok(d) => json!({
-                        "name": f.entry.name,
-                        "issuer_segment": f.entry.issuer,
+            .map(|f| {
+                let id = &f.entry.id;
+                let mut value = match f.valid() {
+                    Some((certificate, d)) => json!({
+                        "name": id.name,
+                        "issuer_segment": id.issuer,
+                        "broken": false,
+                        "layout": certificate.layout,
                         "subject": d.subject,
                         "names": d.names,
                         "issuer": d.issuer,
@@ -203,16 +270,22 @@ pub async fn show(global: &Global, args: ShowArgs) -> CliResult {
                         "sha256_fingerprint": d.sha256_fingerprint,
                         "chain_length": d.chain_length,
                     }),
-                    Err(reason) => json!({"name": f.entry.name, "issuer_segment": f.entry.issuer, "error": reason}),
+                    None => json!({
+                        "name": id.name,
+                        "issuer_segment": id.issuer,
+                        "broken": true,
+                        "reason": f.broken(),
+                    }),
                 };
                 value["storage"] = json!(opened.url.redacted());
                 value["keys"] = json!({
-                    "chain": f.entry.has_chain.then(|| f.entry.chain_key()),
-                    "private_key": f.entry.has_key.then(|| f.entry.key_key()),
-                    "metadata": f.entry.has_meta.then(|| f.entry.meta_key()),
+                    "bundle": f.entry.has_bundle.then(|| id.bundle_key()),
+                    "chain": f.entry.has_chain.then(|| id.chain_key()),
+                    "private_key": f.entry.has_key.then(|| id.key_key()),
+                    "metadata": f.entry.has_meta.then(|| id.meta_key()),
                 });
-                if let Some(Some(pem)) = keys_pem.get(i) {
-                    value["private_key_pem"] = json!(pem);
+                if let Some(pem) = key_of(f) {
+                    value["private_key_pem"] = json!(pem.as_str());
                 }
                 value
             })
@@ -223,9 +296,10 @@ pub async fn show(global: &Global, args: ShowArgs) -> CliResult {
         if i > 0 {
             println!();
         }
+        let id = &f.entry.id;
         let mut rows: Vec<(&str, String)> = Vec::new();
-        match &f.details {
-            Ok(d) => {
+        match f.valid() {
+            Some((certificate, d)) => {
                 rows.push(("subject", d.subject.clone()));
                 rows.push(("names", d.names.join(", ")));
                 rows.push(("issuer", d.issuer.clone()));
@@ -242,26 +316,20 @@ pub async fn show(global: &Global, args: ShowArgs) -> CliResult {
                 rows.push(("serial", d.serial.clone()));
                 rows.push(("sha-256", d.sha256_fingerprint.clone()));
                 rows.push(("chain", format!("{} certificate(s)", d.chain_length)));
+                rows.push(("layout", layout_name(certificate.layout).to_owned()));
             }
-            Err(reason) => rows.push(("error", reason.clone())),
+            None => rows.push((
+                "BROKEN",
+                format!("{} ({id})", f.broken().unwrap_or_default()),
+            )),
         }
         rows.push(("stored in", opened.description.clone()));
-        rows.push(("chain key", f.entry.chain_key()));
-        rows.push((
-            "key key",
-            if f.entry.has_key {
-                f.entry.key_key()
-            } else {
-                "(missing)".to_owned()
-            },
-        ));
+        rows.push(("record", id.prefix()));
         for (label, value) in rows {
             println!("{:<12}{value}", format!("{label}:"));
         }
-        match keys_pem.get(i) {
-            Some(Some(pem)) => print!("{pem}"),
-            Some(None) => println!("(no private key stored)"),
-            None => {}
+        if let Some(pem) = key_of(f) {
+            print!("{}", pem.as_str());
         }
     }
     Ok(())
@@ -287,40 +355,19 @@ pub struct ExportArgs {
 }
 
 pub async fn export(global: &Global, args: ExportArgs) -> CliResult {
-    let (opened, found) = find(
+    let (_opened, found) = find(
         global,
         &args.storage.storage,
         &args.name,
         args.issuer.as_deref(),
     )
     .await?;
-    let chosen = &found[0];
-    if let Err(reason) = &chosen.details {
-        return Err(CliError::usage(format!(
-            "the certificate for {} is not usable: {reason}",
-            args.name
-        )));
-    }
-    let chain = opened
-        .store
-        .load(&chosen.entry.chain_key())
-        .await
-        .map_err(|err| CliError::storage("cannot read the certificate", &err))?;
-    let key = zeroize::Zeroizing::new(
-        opened
-            .store
-            .load_opt(&chosen.entry.key_key())
-            .await
-            .map_err(|err| CliError::storage("cannot read the private key", &err))?
-            .ok_or_else(|| {
-                CliError::usage(format!(
-                    "no private key stored for {} at {}",
-                    args.name,
-                    chosen.entry.key_key()
-                ))
-            })?,
-    );
-    let base = &chosen.entry.name;
+    // Chain and key come from one record (the bundle, when there is one), so the files
+    // written always belong together.
+    let Some((certificate, _)) = found.first().and_then(Found::valid) else {
+        return Err(unreadable(&args.name, &found));
+    };
+    let base = &found[0].entry.id.name;
     let chain_path = args.out.join(format!("{base}.crt"));
     let key_path = args.out.join(format!("{base}.key"));
     if !args.force {
@@ -334,8 +381,8 @@ pub async fn export(global: &Global, args: ExportArgs) -> CliResult {
         }
     }
     make_private_dir(&args.out)?;
-    write_private(&key_path, &key)?;
-    write_private(&chain_path, &chain)?;
+    write_private(&key_path, certificate.stored.key_pem.as_bytes())?;
+    write_private(&chain_path, certificate.stored.chain_pem.as_bytes())?;
     println!("{}", chain_path.display());
     println!("{}", key_path.display());
     Ok(())
@@ -429,31 +476,110 @@ pub async fn import(global: &Global, args: ImportArgs) -> CliResult {
             .ok_or_else(|| CliError::usage("the certificate names no server; pass --name"))?,
     };
     let opened = global.open(&args.storage.storage).await?;
-    let meta = serde_json::to_vec(&stored.meta)
-        .map_err(|err| CliError::failed(format!("cannot encode metadata: {err}")))?;
-    // The order the engine writes in: key, chain, then metadata, which a reader checks.
-    for (key, bytes) in [
-        (
-            keys::certificate_key(&issuer, &name),
-            stored.key_pem.as_bytes(),
-        ),
-        (
-            keys::certificate_chain(&issuer, &name),
-            stored.chain_pem.as_bytes(),
-        ),
-        (keys::certificate_meta(&issuer, &name), meta.as_slice()),
-    ] {
-        opened
-            .store
-            .store(&key, bytes)
-            .await
-            .map_err(|err| CliError::storage("cannot store the certificate", &err))?;
-    }
+    // Under the name's issuance lock, like the engine, and fenced by it: the bundle (the
+    // commit point) first, then the copies.
+    let guard = issue_lock(&opened, &name).await?;
+    let lease = guard.lease();
+    let saved = record::save_certificate(opened.store.as_ref(), &name, &stored, Some(&lease)).await;
+    let _ = guard.release().await;
+    let id = saved.map_err(|err| CliError::storage("cannot store the certificate", &err))?;
     println!(
         "imported {} ({}) as {}",
         name,
         stored.meta.names.join(", "),
-        keys::certificate_prefix(&issuer, &name)
+        id.prefix()
     );
     Ok(())
+}
+
+/// Waits (up to [`LOCK_WAIT`]) for the issuance lock of the record name `name`.
+async fn issue_lock(opened: &certstore::Opened, name: &str) -> CliResult<LockGuard> {
+    let locker: Arc<dyn Locker> = opened.store.clone();
+    let options = LockOptions::default().with_timeout(LOCK_WAIT);
+    cert_core::lock(locker, &keys::issue_lock(name), &options)
+        .await
+        .map_err(|err| match err {
+            cert_core::Error::LockTimeout { .. } => CliError::failed(format!(
+                "a node has been obtaining or renewing {name} for over {}s (it holds the \
+                 name's lock); try again later",
+                LOCK_WAIT.as_secs()
+            )),
+            err => CliError::storage("cannot take the name's lock", &err),
+        })
+}
+
+/// Arguments of `certstore rm`.
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    storage: StorageArg,
+    /// The server name (`example.com`, `*.example.com`).
+    name: String,
+    /// The issuer segment (as `ls` prints it); required when several issuers hold a
+    /// certificate for the name.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+pub async fn rm(global: &Global, args: RmArgs) -> CliResult {
+    let opened = global.open(&args.storage.storage).await?;
+    let safe = keys::safe_name(&args.name);
+    let entries = inventory::scan(opened.store.as_ref())
+        .await
+        .map_err(|err| CliError::storage("cannot list certificates", &err))?;
+    let matching: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.id.name == safe && args.issuer.as_deref().is_none_or(|i| e.id.issuer == i))
+        .collect();
+    let entry = match matching.as_slice() {
+        [] => {
+            return Err(CliError::usage(format!(
+                "no certificate for {} in {}; see what is stored with `certstore ls`",
+                args.name, opened.url
+            )));
+        }
+        [one] => one,
+        several => {
+            let issuers: Vec<&str> = several.iter().map(|e| e.id.issuer.as_str()).collect();
+            return Err(CliError::usage(format!(
+                "several issuers hold a certificate for {} ({}); pass --issuer",
+                args.name,
+                issuers.join(", ")
+            )));
+        }
+    };
+    let id = &entry.id;
+    if !args.yes {
+        confirm(
+            &format!(
+                "remove the certificate {id} from {}? A server managing the name issues it again. [y/N] ",
+                opened.description
+            ),
+            "refusing to remove a certificate without confirmation: pass --yes",
+        )?;
+    }
+    // Under the name's lock, so no node is writing this record while it goes; copies
+    // first and the bundle last, so a crash leaves the record whole or nothing loadable.
+    let guard = issue_lock(&opened, &id.name).await?;
+    let lease = guard.lease();
+    let removed = record::remove_certificate(opened.store.as_ref(), id, Some(&lease)).await;
+    let _ = guard.release().await;
+    match removed {
+        Ok(true) => {
+            println!("removed {}", id.prefix());
+            Ok(())
+        }
+        Ok(false) => Err(CliError::usage(format!(
+            "{} was removed meanwhile; nothing removed",
+            id.prefix()
+        ))),
+        Err(cert_core::Error::LockLost { .. }) => Err(CliError::failed(format!(
+            "the lock on {} was lost during the removal; run the command again",
+            args.name
+        ))),
+        Err(err) => Err(CliError::storage("cannot remove the certificate", &err)),
+    }
 }

@@ -1,77 +1,16 @@
-//! The certificates a storage holds, found by the engine's key layout
-//! (`certificates/<issuer>/<name>/<name>.{crt,key,json}`), and what their leaves say.
-
-use std::collections::BTreeMap;
+//! The certificates a storage holds, found and loaded through [`cert_core::record`] (the
+//! one owner of the key layout), and what their leaves say.
 
 use cert_core::certificate::{CertificateError, parse_chain};
-use cert_core::{CertificateMeta, KeyType, Storage, StorageExt, keys};
+use cert_core::record::{self, CertificateEntry, LoadedCertificate, RecordState};
+use cert_core::{KeyType, Storage};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// One certificate's place in storage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Entry {
-    /// The certificate's directory name: the server name made safe
-    /// ([`keys::safe_name`]; `*.example.com` is `_.example.com`).
-    pub name: String,
-    /// The issuer segment ([`keys::issuer_key`]: `local`, `acme-v02.api.letsencrypt.org-directory`, ...).
-    pub issuer: String,
-    /// `certificates/<issuer>/<name>`.
-    pub prefix: String,
-    /// Whether the PEM chain (`<name>.crt`) is present.
-    pub has_chain: bool,
-    /// Whether the private key (`<name>.key`) is present.
-    pub has_key: bool,
-    /// Whether the metadata (`<name>.json`) is present.
-    pub has_meta: bool,
-}
-
-impl Entry {
-    /// The key of the PEM chain.
-    pub fn chain_key(&self) -> String {
-        format!("{}/{}.crt", self.prefix, self.name)
-    }
-
-    /// The key of the private key.
-    pub fn key_key(&self) -> String {
-        format!("{}/{}.key", self.prefix, self.name)
-    }
-
-    /// The key of the metadata.
-    pub fn meta_key(&self) -> String {
-        format!("{}/{}.json", self.prefix, self.name)
-    }
-}
-
-/// Every certificate directory below `certificates/`, sorted by name then issuer.
-pub async fn scan(storage: &dyn Storage) -> cert_core::Result<Vec<Entry>> {
-    let mut found: BTreeMap<(String, String), Entry> = BTreeMap::new();
-    for key in storage.list(keys::CERTIFICATES, true).await? {
-        let mut parts = key.splitn(4, '/');
-        let (Some(_), Some(issuer), Some(name), Some(file)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let entry = found
-            .entry((name.to_owned(), issuer.to_owned()))
-            .or_insert_with(|| Entry {
-                name: name.to_owned(),
-                issuer: issuer.to_owned(),
-                prefix: format!("{}/{issuer}/{name}", keys::CERTIFICATES),
-                has_chain: false,
-                has_key: false,
-                has_meta: false,
-            });
-        match file.strip_prefix(name) {
-            Some(".crt") => entry.has_chain = true,
-            Some(".key") => entry.has_key = true,
-            Some(".json") => entry.has_meta = true,
-            _ => {}
-        }
-    }
-    Ok(found.into_values().collect())
+/// Every certificate directory below `certificates/`, sorted by name then issuer
+/// ([`record::scan_certificates`]).
+pub async fn scan(storage: &dyn Storage) -> cert_core::Result<Vec<CertificateEntry>> {
+    record::scan_certificates(storage).await
 }
 
 /// What a leaf certificate says, as `ls` and `show` print it.
@@ -163,39 +102,101 @@ fn describe_key(cert: &x509_parser::certificate::X509Certificate<'_>) -> (String
     }
 }
 
-/// A certificate found in storage with its leaf's details (or why they could not be
-/// read).
-#[derive(Debug, Clone, Serialize)]
+/// A certificate record found in storage: usable, with its leaf's details, or broken.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Found {
-    /// Where it is.
-    pub entry: Entry,
-    /// The stored metadata, when present and readable.
-    pub meta: Option<CertificateMeta>,
-    /// The leaf's details, or the reason they are missing.
-    pub details: Result<Details, String>,
+pub enum Record {
+    /// A complete, consistent record.
+    Valid {
+        /// The chain, key and metadata, all from the same record.
+        certificate: Box<LoadedCertificate>,
+        /// What its leaf says.
+        details: Details,
+    },
+    /// A record that cannot be used: a value that does not decode or decrypt, parts that
+    /// do not belong together, or copies without a bundle and without a complete set.
+    Broken {
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
-/// Loads the chain (and metadata) of `entry`. Storage failures (unreachable backend, a
-/// value that does not decrypt) are errors; a missing or malformed chain is reported in
-/// [`Found::details`].
-pub async fn load(storage: &dyn Storage, entry: &Entry) -> cert_core::Result<Found> {
-    let meta = match storage.load_opt(&entry.meta_key()).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).ok(),
-        None => None,
-    };
-    let details = match storage.load_opt(&entry.chain_key()).await? {
-        Some(bytes) => match std::str::from_utf8(&bytes) {
-            Ok(pem) => inspect(pem).map_err(|err| err.to_string()),
-            Err(_) => Err("the chain is not PEM text".to_owned()),
+/// A certificate directory and what its record holds.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Found {
+    /// Where it is and which values are present.
+    pub entry: CertificateEntry,
+    /// The record.
+    pub record: Record,
+}
+
+impl Found {
+    /// The certificate and its details, when the record is usable.
+    pub fn valid(&self) -> Option<(&LoadedCertificate, &Details)> {
+        match &self.record {
+            Record::Valid {
+                certificate,
+                details,
+            } => Some((certificate, details)),
+            Record::Broken { .. } => None,
+        }
+    }
+
+    /// Why the record cannot be used, when it is broken.
+    pub fn broken(&self) -> Option<&str> {
+        match &self.record {
+            Record::Broken { reason } => Some(reason),
+            Record::Valid { .. } => None,
+        }
+    }
+}
+
+/// Loads the record of `entry` ([`record::load_certificate`]). Only storage that cannot be
+/// read is an error; an unusable record is [`Record::Broken`] with the reason.
+pub async fn load(storage: &dyn Storage, entry: &CertificateEntry) -> cert_core::Result<Found> {
+    let record = match record::load_certificate(storage, &entry.id).await? {
+        Some(RecordState::Valid(certificate)) => match inspect(&certificate.stored.chain_pem) {
+            Ok(details) => Record::Valid {
+                certificate,
+                details,
+            },
+            Err(err) => Record::Broken {
+                reason: format!("the leaf certificate cannot be read: {err}"),
+            },
         },
-        None => Err("no certificate chain stored".to_owned()),
+        Some(RecordState::Broken { reason }) => Record::Broken { reason },
+        // A state this version does not know cannot be used by it either.
+        Some(_) => Record::Broken {
+            reason: "the record is in a state this version does not know".to_owned(),
+        },
+        None => Record::Broken {
+            reason: incomplete(entry),
+        },
     };
     Ok(Found {
         entry: entry.clone(),
-        meta,
-        details,
+        record,
     })
+}
+
+/// Why a directory with neither a bundle nor metadata holds no record.
+fn incomplete(entry: &CertificateEntry) -> String {
+    let present: Vec<&str> = [
+        (entry.has_chain, "the chain"),
+        (entry.has_key, "the private key"),
+    ]
+    .into_iter()
+    .filter_map(|(has, what)| has.then_some(what))
+    .collect();
+    if present.is_empty() {
+        "incomplete: none of the record's values is present".to_owned()
+    } else {
+        format!(
+            "incomplete: no bundle and no metadata, only {}",
+            present.join(" and ")
+        )
+    }
 }
 
 /// RFC 3339 text of a Unix time, UTC, to the second.
@@ -242,48 +243,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn scan_groups_files_by_certificate() {
+    async fn records_load_valid_broken_or_incomplete() {
         let storage = MemoryStorage::new();
+        let stored = cert_core::testing::self_signed_certificate(
+            &["a.example"],
+            "local",
+            std::time::Duration::from_secs(86_400),
+        )
+        .unwrap();
+        record::save_certificate(&storage, "a.example", &stored, None)
+            .await
+            .unwrap();
         for key in [
-            "certificates/local/a.example/a.example.crt",
-            "certificates/local/a.example/a.example.key",
-            "certificates/local/a.example/a.example.json",
-            "certificates/acme/a.example/a.example.crt",
             "certificates/local/b.example/b.example.key",
+            "certificates/local/c.example/c.example.bundle",
             "certificates/stray",
-            "ca/local/root.pem",
         ] {
             storage.store(key, b"x").await.unwrap();
         }
         let found = scan(&storage).await.unwrap();
-        let summary: Vec<(&str, &str, bool, bool, bool)> = found
-            .iter()
-            .map(|e| {
-                (
-                    e.name.as_str(),
-                    e.issuer.as_str(),
-                    e.has_chain,
-                    e.has_key,
-                    e.has_meta,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("a.example", "acme", true, false, false),
-                ("a.example", "local", true, true, true),
-                ("b.example", "local", false, true, false),
-            ]
-        );
-        assert_eq!(
-            found[1].chain_key(),
-            "certificates/local/a.example/a.example.crt"
-        );
-        let loaded = load(&storage, &found[1]).await.unwrap();
+        let names: Vec<&str> = found.iter().map(|e| e.id.name.as_str()).collect();
+        assert_eq!(names, ["a.example", "b.example", "c.example"]);
+
+        let valid = load(&storage, &found[0]).await.unwrap();
+        let (certificate, details) = valid.valid().unwrap();
+        assert_eq!(certificate.stored.meta.serial, details.serial);
+        assert_eq!(certificate.layout, record::Layout::Bundle);
+
+        let incomplete = load(&storage, &found[1]).await.unwrap();
         assert!(
-            loaded.details.is_err(),
-            "garbage chain is reported, not fatal"
+            incomplete
+                .broken()
+                .unwrap()
+                .contains("only the private key"),
+            "{incomplete:?}"
+        );
+        let garbage = load(&storage, &found[2]).await.unwrap();
+        assert!(
+            garbage.broken().unwrap().contains("does not decode"),
+            "{garbage:?}"
         );
     }
 

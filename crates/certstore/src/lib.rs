@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod drill;
 pub mod inventory;
 pub mod migrate;
 mod open;

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 mod commands;
+mod doctor;
 mod ops;
 mod output;
 mod serve;
@@ -97,6 +98,8 @@ enum Command {
     Export(commands::ExportArgs),
     /// Store a certificate and key from PEM files.
     Import(commands::ImportArgs),
+    /// Remove one certificate (a broken one, say), under its name's lock.
+    Rm(commands::RmArgs),
     /// Copy every key from one storage to another, verified and resumable.
     Migrate(ops::MigrateArgs),
     /// Re-seal every value of an encrypted storage under the current key.
@@ -108,7 +111,7 @@ enum Command {
     /// Remove certificates expired past a grace period, and expired locks.
     Clean(ops::CleanArgs),
     /// Check connectivity, permissions, a round trip, locks, clock skew and the key.
-    Doctor(ops::DoctorArgs),
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -171,12 +174,13 @@ fn main() -> ExitCode {
             Command::Show(args) => commands::show(&global, args).await,
             Command::Export(args) => commands::export(&global, args).await,
             Command::Import(args) => commands::import(&global, args).await,
+            Command::Rm(args) => commands::rm(&global, args).await,
             Command::Migrate(args) => ops::migrate_cmd(&global, args).await,
             Command::Rekey(args) => ops::rekey(&global, args).await,
             Command::Locks(args) => ops::locks(&global, args).await,
             Command::Unlock(args) => ops::unlock(&global, args).await,
             Command::Clean(args) => ops::clean(&global, args).await,
-            Command::Doctor(args) => ops::doctor(&global, args).await,
+            Command::Doctor(args) => doctor::doctor(&global, args).await,
         }
     });
     // Background tasks (lock keep-alives, connection managers) end with the runtime.

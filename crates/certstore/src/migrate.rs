@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cert_core::record;
 use cert_core::{Error, LockGuard, LockOptions, Locker, Result, Store, keys, try_lock};
 use futures::StreamExt;
 use serde::Serialize;
@@ -80,6 +81,10 @@ enum Outcome {
 
 /// Copies every key below `options.prefix` from `from` to `to`.
 ///
+/// - Records' bundles ([`record::is_bundle_key`]) are copied first, every other value
+///   after them, so at every moment of a copy each record on the destination is whole:
+///   a bundle with copies not yet copied is a complete record (its copies are only
+///   copies), and no copy arrives without its bundle.
 /// - Each value is written, then read back from `to` and compared byte for byte; a
 ///   mismatch is a failure of that key.
 /// - Keys `to` already holds with identical bytes are skipped without writing, so an
@@ -149,24 +154,30 @@ async fn run(
     };
     progress(&report);
     let dry_run = options.dry_run;
-    let mut copies = futures::stream::iter(keys)
-        .map(|key| async move {
-            let outcome = copy_one(from.as_ref(), to.as_ref(), &key, dry_run).await;
-            (key, outcome)
-        })
-        .buffer_unordered(options.concurrency.max(1));
-    while let Some((key, outcome)) = copies.next().await {
-        if let Some(lost) = guards.iter().find(|guard| guard.is_lost()) {
-            return Err(Error::LockLost { name: lost.name() });
+    // Bundles (the records' commit points) are all copied before any other value, so the
+    // destination never holds a record's copies without the bundle that commits them.
+    let (bundles, rest): (Vec<String>, Vec<String>) =
+        keys.into_iter().partition(|key| record::is_bundle_key(key));
+    for phase in [bundles, rest] {
+        let mut copies = futures::stream::iter(phase)
+            .map(|key| async move {
+                let outcome = copy_one(from.as_ref(), to.as_ref(), &key, dry_run).await;
+                (key, outcome)
+            })
+            .buffer_unordered(options.concurrency.max(1));
+        while let Some((key, outcome)) = copies.next().await {
+            if let Some(lost) = guards.iter().find(|guard| guard.is_lost()) {
+                return Err(Error::LockLost { name: lost.name() });
+            }
+            match outcome {
+                Ok(Outcome::Copied) => report.copied += 1,
+                Ok(Outcome::Skipped) => report.skipped += 1,
+                Ok(Outcome::Vanished) => report.vanished += 1,
+                Err(err) => report.failed.push((key, err.to_string())),
+            }
+            report.done += 1;
+            progress(&report);
         }
-        match outcome {
-            Ok(Outcome::Copied) => report.copied += 1,
-            Ok(Outcome::Skipped) => report.skipped += 1,
-            Ok(Outcome::Vanished) => report.vanished += 1,
-            Err(err) => report.failed.push((key, err.to_string())),
-        }
-        report.done += 1;
-        progress(&report);
     }
     report.failed.sort();
     Ok(report)
@@ -244,6 +255,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((again.copied, again.skipped), (0, 20));
+    }
+
+    #[tokio::test]
+    async fn bundles_are_written_before_any_other_value() {
+        let from = MemoryStorage::new();
+        for name in ["a.example", "b.example"] {
+            let stored = cert_core::testing::self_signed_certificate(
+                &[name],
+                "local",
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
+            record::save_certificate(&from, name, &stored, None)
+                .await
+                .unwrap();
+        }
+        from.store("acme/account.json", b"{}").await.unwrap();
+        let to = cert_core::testing::FaultyStorage::new(MemoryStorage::new());
+        let report = migrate(
+            Arc::new(from),
+            Arc::new(to.clone()),
+            &MigrateOptions::default().with_concurrency(4),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.copied, 9);
+        let written = to.written_keys();
+        assert_eq!(written.len(), 9);
+        assert!(
+            written[..2].iter().all(|key| record::is_bundle_key(key)),
+            "{written:?}"
+        );
+        assert!(!written[2..].iter().any(|key| record::is_bundle_key(key)));
     }
 
     #[tokio::test]

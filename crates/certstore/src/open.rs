@@ -143,6 +143,13 @@ impl Storage for SharedStore {
     async fn stat(&self, key: &str) -> CoreResult<KeyInfo> {
         self.0.stat(key).await
     }
+    // Fenced writes must reach the backend's own fence, not the trait's default.
+    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> CoreResult<()> {
+        self.0.store_fenced(key, value, lease).await
+    }
+    async fn delete_fenced(&self, key: &str, lease: &Lease) -> CoreResult<()> {
+        self.0.delete_fenced(key, lease).await
+    }
 }
 
 #[async_trait]
@@ -257,6 +264,14 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<Opened, OpenError>
             opened.description
         );
         opened.encrypted = Some(encrypted);
+    }
+    if let Some(delay) = crate::drill::write_delay() {
+        tracing::warn!(
+            delay_ms = delay.as_millis() as u64,
+            "{} is set: every write is slowed down",
+            crate::drill::WRITE_DELAY_VAR
+        );
+        opened.store = Arc::new(crate::drill::SlowWrites::new(opened.store, delay));
     }
     Ok(opened)
 }

@@ -1,6 +1,7 @@
 //! Errors with exit codes, tables, and the shared pieces of every command.
 
 use std::fmt;
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
 
 use certstore::{OpenError, OpenOptions, Opened};
@@ -145,6 +146,23 @@ pub fn print_json(value: &serde_json::Value) -> CliResult {
         .map_err(|err| CliError::failed(format!("cannot encode JSON: {err}")))?;
     println!("{text}");
     Ok(())
+}
+
+/// Asks `question` on the terminal and succeeds only on a yes. Without a terminal on
+/// standard input nobody can answer, so it refuses with `refusal` (which names `--yes`).
+pub fn confirm(question: &str, refusal: &str) -> CliResult {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(refusal));
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::usage("not confirmed; nothing removed"))
+    }
 }
 
 /// A progress bar on standard error (drawn only on a terminal, never with `quiet`).

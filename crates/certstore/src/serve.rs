@@ -26,38 +26,108 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
     listen: SocketAddr,
+    /// How long certificates from the internal CA are valid (`90s`, `30m`, `24h`, `7d`).
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+    leaf_lifetime: Duration,
+    /// How often the renewal task looks at the certificates.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    check_interval: Duration,
+    /// The time to live of issuance locks: how long the fleet waits for a node that died
+    /// holding one.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    lock_ttl: Duration,
 }
 
-/// Runs the server until Ctrl-C.
+/// How long `serve` waits for its certificates before it starts answering; the rest
+/// continues in the background.
+const STARTUP_WAIT: Duration = Duration::from_secs(5);
+
+/// A duration written as a number and a unit: `ms`, `s`, `m`, `h` or `d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let seconds = |factor: u64| {
+        number
+            .checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long"))
+    };
+    let duration = match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3_600),
+        "d" => seconds(86_400),
+        other => Err(format!(
+            "unknown unit {other:?} in {text:?} (ms, s, m, h or d)"
+        )),
+    }?;
+    if duration.is_zero() {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(duration)
+}
+
+/// Runs the server until Ctrl-C. It exits with an error only when it cannot listen: a
+/// name that cannot be served now (a storage outage, an issuer failing) is logged and
+/// left to the engine, which retries it with backoff while the other names are served.
 pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
+    // Bind first: the one failure that ends the command, reported before any other work.
+    let listen_error =
+        |err: std::io::Error| CliError::usage(format!("cannot listen on {}: {err}", args.listen));
+    let listener = TcpListener::bind(args.listen).await.map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+
     let opened = global.open(&args.storage.storage).await?;
     let storage: Arc<dyn Store> = Arc::clone(&opened.store);
     let ca = Arc::new(InternalIssuer::new(
         Arc::clone(&storage),
-        InternalIssuerConfig::default(),
+        InternalIssuerConfig::default().with_leaf_lifetime(args.leaf_lifetime),
     ));
-    let root_pem = ca
-        .root_pem()
-        .await
-        .map_err(|err| CliError::failed(format!("cannot obtain certificates: {err}")))?;
     let issuers: Vec<Arc<dyn Issuer>> = vec![ca.clone()];
     let manager = CertManager::new(
         storage,
         Arc::new(Cache::new(10_000)),
         issuers,
-        ManagerConfig::default().with_check_interval(Duration::from_secs(60)),
+        ManagerConfig::default()
+            .with_check_interval(args.check_interval)
+            .with_lock(cert_core::LockOptions::default().with_ttl(args.lock_ttl)),
     );
-    if let Err(failures) = manager.manage(&args.domains).await {
-        let text: Vec<String> = failures
-            .iter()
-            .map(|(name, err)| format!("{name}: {err}"))
-            .collect();
-        return Err(CliError::failed(format!(
-            "cannot obtain certificates: {}",
-            text.join("; ")
-        )));
+    // Certificates already in storage are served as soon as they are loaded; a name that
+    // must be issued first may wait for a lock a dead node left behind (up to its time to
+    // live). So the server waits a little, then answers while the rest goes on.
+    let mut managing = tokio::spawn({
+        let manager = manager.clone();
+        let domains = args.domains.clone();
+        async move {
+            if let Err(failures) = manager.manage(&domains).await {
+                for (name, err) in failures.iter() {
+                    tracing::warn!(name, error = %err, "cannot serve this name yet; retrying in the background");
+                }
+            }
+            manager.start();
+        }
+    });
+    if tokio::time::timeout(STARTUP_WAIT, &mut managing)
+        .await
+        .is_err()
+    {
+        tracing::info!("still obtaining certificates; answering meanwhile");
     }
-    manager.start();
+    let root_pem = match tokio::time::timeout(STARTUP_WAIT, ca.root_pem()).await {
+        Ok(Ok(pem)) => Some(pem),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "the internal CA is not available yet; certificates are issued once it is");
+            None
+        }
+        Err(_) => None,
+    };
 
     let resolver = manager
         .resolver()
@@ -68,25 +138,25 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
 
-    let listen_error =
-        |err: std::io::Error| CliError::usage(format!("cannot listen on {}: {err}", args.listen));
-    let listener = TcpListener::bind(args.listen).await.map_err(listen_error)?;
-    let addr = listener.local_addr().map_err(listen_error)?;
     let root_path = opened
         .file_root
         .as_ref()
         .filter(|_| !opened.url.is_encrypted())
         .map(|root| root.join(ca.root_key()));
-    let root_shown = match root_path {
-        Some(path) if path.exists() => path.display().to_string(),
-        _ => {
+    let root_shown = match (root_path, root_pem) {
+        (Some(path), _) if path.exists() => path.display().to_string(),
+        (_, Some(root_pem)) => {
             let fallback =
                 std::env::temp_dir().join(format!("certstore-root-{}.pem", std::process::id()));
-            std::fs::write(&fallback, &root_pem).map_err(|err| {
-                CliError::failed(format!("cannot write {}: {err}", fallback.display()))
-            })?;
-            fallback.display().to_string()
+            match std::fs::write(&fallback, &root_pem) {
+                Ok(()) => fallback.display().to_string(),
+                Err(err) => {
+                    tracing::warn!(path = %fallback.display(), error = %err, "cannot write the root certificate");
+                    "(not written)".to_owned()
+                }
+            }
         }
+        (_, None) => "(not available yet)".to_owned(),
     };
     let host = args.domains.first().map_or("localhost", String::as_str);
     println!("listening on {addr}");
@@ -117,6 +187,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
             }
             _ = tokio::signal::ctrl_c() => {
                 println!("shutting down");
+                managing.abort();
                 manager.stop();
                 return Ok(());
             }
@@ -191,4 +262,21 @@ fn html_escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_number_and_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("6s"), Ok(Duration::from_secs(6)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "10", "s", "1w", "0s", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

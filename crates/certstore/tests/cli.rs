@@ -160,7 +160,8 @@ async fn seeded(dir: &Path) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
         .await
         .unwrap();
     let all = dump(&files).await;
-    assert_eq!(all.len(), 6 + 4);
+    // Each certificate is a bundle and its three copies.
+    assert_eq!(all.len(), 8 + 4);
     (root, all)
 }
 
@@ -204,7 +205,13 @@ async fn import_ls_show_export_on_files() {
     );
     assert!(listed[0]["days_left"].as_i64().unwrap() > 1000);
     let raw = run(&["ls", "--all", "--storage", &store, "certificates/imported"]).ok();
-    assert_eq!(raw.stdout.lines().count(), 3, "{}", raw.stdout);
+    assert_eq!(raw.stdout.lines().count(), 4, "{}", raw.stdout);
+    assert!(
+        raw.stdout
+            .contains("certificates/imported/shop.example/shop.example.bundle"),
+        "import writes the bundle: {}",
+        raw.stdout
+    );
     assert!(
         run(&["ls", "--storage", &store, "zzz"])
             .ok()
@@ -409,13 +416,13 @@ async fn migrate_file_to_redis_to_postgres_and_back_preserves_every_byte() {
 
     let out = migrate_ok(&path(&source), &redis).await;
     assert!(
-        out.starts_with("copied 10, skipped 0 identical, 0 failed, of 10 keys"),
+        out.starts_with("copied 12, skipped 0 identical, 0 failed, of 12 keys"),
         "{out}"
     );
     let out = migrate_ok(&redis, &postgres).await;
-    assert!(out.starts_with("copied 10,"), "{out}");
+    assert!(out.starts_with("copied 12,"), "{out}");
     let out = migrate_ok(&postgres, &path(&back)).await;
-    assert!(out.starts_with("copied 10,"), "{out}");
+    assert!(out.starts_with("copied 12,"), "{out}");
 
     let restored = dump(&FileStorage::new(&back)).await;
     assert_eq!(
@@ -441,7 +448,7 @@ async fn an_interrupted_migration_resumes_skipping_identical_values() {
     let from = path(&source);
 
     let dry = run(&["migrate", "--dry-run", &from, &db]).ok();
-    assert!(dry.stdout.starts_with("would copy 10,"), "{}", dry.stdout);
+    assert!(dry.stdout.starts_with("would copy 12,"), "{}", dry.stdout);
     let ls = run(&["ls", "--all", "--storage", &db]).ok();
     assert!(
         ls.stdout.is_empty(),
@@ -449,17 +456,17 @@ async fn an_interrupted_migration_resumes_skipping_identical_values() {
         ls.stdout
     );
 
-    // The first run stops after the certificates (6 keys) ...
+    // The first run stops after the certificates (8 keys) ...
     let out = run(&["migrate", "--prefix", "certificates", &from, &db]).ok();
     assert!(
-        out.stdout.starts_with("copied 6, skipped 0"),
+        out.stdout.starts_with("copied 8, skipped 0"),
         "{}",
         out.stdout
     );
     // ... the second finds them identical and copies only the rest.
     let out = migrate_ok(&from, &db).await;
     assert!(
-        out.starts_with("copied 4, skipped 6 identical, 0 failed, of 10 keys"),
+        out.starts_with("copied 4, skipped 8 identical, 0 failed, of 12 keys"),
         "{out}"
     );
     // A changed source value is copied again; the rest is skipped.
@@ -468,7 +475,7 @@ async fn an_interrupted_migration_resumes_skipping_identical_values() {
         .await
         .unwrap();
     let out = migrate_ok(&from, &db).await;
-    assert!(out.starts_with("copied 1, skipped 9"), "{out}");
+    assert!(out.starts_with("copied 1, skipped 11"), "{out}");
 
     let back = dir.path().join("back");
     migrate_ok(&db, &path(&back)).await;
@@ -534,7 +541,7 @@ async fn encrypting_migration_and_key_rotation() {
         ],
     )
     .ok();
-    assert!(out.stdout.starts_with("re-sealed 10,"), "{}", out.stdout);
+    assert!(out.stdout.starts_with("re-sealed 12,"), "{}", out.stdout);
     let out = run_env(
         &rotating,
         &[
@@ -547,7 +554,7 @@ async fn encrypting_migration_and_key_rotation() {
     )
     .ok();
     assert!(
-        out.stdout.contains("already under the current key 10"),
+        out.stdout.contains("already under the current key 12"),
         "{}",
         out.stdout
     );

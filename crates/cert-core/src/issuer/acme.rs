@@ -303,7 +303,7 @@ impl AcmeIssuer {
                     if let Some(account) = self.load_account(&key).await? {
                         return Ok(account);
                     }
-                    self.create_account(&key).await
+                    self.create_account(&key, &guard.lease()).await
                 }
                 .await;
                 if let Err(err) = guard.release().await {
@@ -339,7 +339,7 @@ impl AcmeIssuer {
                     .ok()
                     .and_then(|v| v.get("id").and_then(|id| id.as_str().map(str::to_owned)));
                 if stored_id.as_deref() == Some(stale.id()) {
-                    match self.storage.delete(&key).await {
+                    match self.storage.delete_fenced(&key, &guard.lease()).await {
                         Ok(()) | Err(crate::Error::NotFound { .. }) => {}
                         Err(err) => return Err(IssueError::Storage(err)),
                     }
@@ -367,7 +367,10 @@ impl AcmeIssuer {
         Ok(Some(account))
     }
 
-    async fn create_account(&self, key: &str) -> Result<Account, IssueError> {
+    /// Creates an account at the CA and stores its credentials (one value, so a crash
+    /// leaves none or all of them), fenced by the account lock's `lease`: a node that
+    /// stalled past its lease never overwrites an account another node created meanwhile.
+    async fn create_account(&self, key: &str, lease: &crate::Lease) -> Result<Account, IssueError> {
         let contact = self.config.email.as_ref().map(|e| format!("mailto:{e}"));
         let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
         let eab = self
@@ -393,7 +396,7 @@ impl AcmeIssuer {
                 reason: format!("cannot serialize the account: {err}"),
             }
         })?);
-        self.storage.store(key, &json).await?;
+        self.storage.store_fenced(key, &json, lease).await?;
         tracing::info!(directory = %self.config.directory_url, "created an ACME account");
         Ok(account)
     }
@@ -432,25 +435,28 @@ impl AcmeIssuer {
 
     /// Revokes the certificate stored for `name` under this issuer.
     pub async fn revoke_managed(&self, name: &str, reason: Option<u8>) -> Result<(), IssueError> {
-        let key = keys::certificate_chain(&self.id(), name);
         let chain = self
-            .storage
-            .load_opt(&key)
+            .stored_chain(name)
             .await?
             .ok_or_else(|| IssueError::Rejected {
-                reason: format!("no certificate stored for {name}"),
+                reason: format!("no usable certificate stored for {name}"),
             })?;
-        self.revoke(&String::from_utf8_lossy(&chain), reason).await
+        self.revoke(&chain, reason).await
     }
 
     /// The ARI identifier of the certificate currently stored for `name`, if any.
     async fn stored_cert_id(&self, name: &str) -> Option<CertificateIdentifier<'static>> {
-        let chain = self
-            .storage
-            .load_opt(&keys::certificate_chain(&self.id(), name))
-            .await
-            .ok()??;
-        cert_id(&String::from_utf8_lossy(&chain))
+        let chain = self.stored_chain(name).await.ok()??;
+        cert_id(&chain)
+    }
+
+    /// The chain of the usable certificate record stored for `name` under this issuer.
+    async fn stored_chain(&self, name: &str) -> Result<Option<String>, crate::Error> {
+        let id = crate::record::CertificateId::new(&self.id(), name);
+        Ok(crate::record::load_certificate(self.storage.as_ref(), &id)
+            .await?
+            .and_then(crate::record::RecordState::valid)
+            .map(|loaded| loaded.stored.chain_pem))
     }
 
     fn challenge_order(&self, wildcard: bool, excluded: &[ChallengeType]) -> Vec<ChallengeType> {
@@ -724,7 +730,12 @@ impl AcmeIssuer {
                 end: info.suggested_window.end.unix_timestamp(),
                 refresh_at: now.saturating_add(i64::try_from(retry.as_secs()).unwrap_or(86_400)),
             };
-            if let Err(err) = self.storage.store_json(&key, &window).await {
+            let lease = guard.lease();
+            let stored = match serde_json::to_vec(&window) {
+                Ok(bytes) => self.storage.store_fenced(&key, &bytes, &lease).await,
+                Err(err) => Err(crate::Error::backend("json", err)),
+            };
+            if let Err(err) = stored {
                 tracing::warn!(error = %err, "storing renewal information failed");
             }
             Some(window_times(&window))

@@ -17,6 +17,7 @@ use super::{IssueError, IssueRequest, Issued, Issuer};
 use crate::certificate::KeyType;
 use crate::keys;
 use crate::lock::{LockOptions, lock};
+use crate::record::{self, CaRecord, CaState, Layout};
 use crate::{Error, Locker, StorageExt, Store};
 
 /// How the internal CA is set up.
@@ -97,7 +98,7 @@ impl InternalIssuer {
 
     /// The storage key of the root certificate (PEM).
     pub fn root_key(&self) -> String {
-        format!("{}/root.crt", keys::ca_prefix(&self.config.name))
+        record::ca_root_key(&self.config.name)
     }
 
     /// The root certificate's PEM, creating the CA if it does not exist yet.
@@ -111,32 +112,44 @@ impl InternalIssuer {
             .await
     }
 
-    async fn load(&self) -> Result<Option<CaMaterial>, Error> {
-        let prefix = keys::ca_prefix(&self.config.name);
-        let Some(root) = self.storage.load_opt(&format!("{prefix}/root.crt")).await? else {
-            return Ok(None);
+    /// The CA from storage: `None` when there is none, an error when it is there but
+    /// unusable (a new CA would change the root every client trusts, so it is never
+    /// replaced silently).
+    async fn load(&self) -> Result<Option<CaMaterial>, IssueError> {
+        let name = &self.config.name;
+        let (record, layout) = match record::load_ca(self.storage.as_ref(), name).await? {
+            None => return Ok(None),
+            Some(CaState::Valid(record, layout)) => (record, layout),
+            Some(CaState::Broken { reason }) => {
+                return Err(IssueError::Rejected {
+                    reason: format!(
+                        "the internal CA {name:?} in storage is unusable ({reason}); remove \
+                         {} to create a new CA",
+                        keys::ca_prefix(name)
+                    ),
+                });
+            }
         };
-        let inter = self
-            .storage
-            .load(&format!("{prefix}/intermediate.crt"))
-            .await?;
-        let inter_key = Zeroizing::new(
-            self.storage
-                .load(&format!("{prefix}/intermediate.key"))
-                .await?,
-        );
-        let text = |key: &str, bytes: &[u8]| {
-            String::from_utf8(bytes.to_vec()).map_err(|err| Error::corrupt(key, err))
-        };
-        let intermediate_pem = text("intermediate.crt", &inter)?;
-        let chain = crate::certificate::parse_chain(&intermediate_pem)
-            .map_err(|err| Error::corrupt(format!("{prefix}/intermediate.crt"), err))?;
+        // A save interrupted after the bundle leaves the root's copy missing: restore it,
+        // it is the file users hand to their clients.
+        if layout == Layout::Bundle
+            && self.storage.load_opt(&self.root_key()).await?.as_deref()
+                != Some(record.root_pem.as_bytes())
+            && let Err(err) = self
+                .storage
+                .store(&self.root_key(), record.root_pem.as_bytes())
+                .await
+        {
+            tracing::warn!(ca = %name, error = %err, "restoring the root certificate copy failed");
+        }
+        let chain = crate::certificate::parse_chain(&record.intermediate_pem)
+            .map_err(|err| Error::corrupt(record::ca_bundle_key(name), err))?;
         let info = crate::certificate::leaf_info(&chain[0])
-            .map_err(|err| Error::corrupt(format!("{prefix}/intermediate.crt"), err))?;
+            .map_err(|err| Error::corrupt(record::ca_bundle_key(name), err))?;
         Ok(Some(CaMaterial {
-            root_pem: text("root.crt", &root)?,
-            intermediate_pem,
-            intermediate_key_pem: Zeroizing::new(text("intermediate.key", &inter_key)?),
+            root_pem: record.root_pem,
+            intermediate_pem: record.intermediate_pem,
+            intermediate_key_pem: record.intermediate_key_pem,
             intermediate_not_after: info.not_after,
         }))
     }
@@ -155,14 +168,14 @@ impl InternalIssuer {
         // Another node may have created it while this one waited.
         let result = match self.load().await {
             Ok(Some(material)) => Ok(material),
-            Ok(None) => self.create().await,
-            Err(err) => Err(err.into()),
+            Ok(None) => self.create(&guard.lease()).await,
+            Err(err) => Err(err),
         };
         let _ = guard.release().await;
         result
     }
 
-    async fn create(&self) -> Result<CaMaterial, IssueError> {
+    async fn create(&self, lease: &crate::Lease) -> Result<CaMaterial, IssueError> {
         let now = OffsetDateTime::now_utc();
         let rejected = |err: rcgen::Error| IssueError::Rejected {
             reason: format!("cannot create the internal CA: {err}"),
@@ -209,23 +222,19 @@ impl InternalIssuer {
             intermediate_key_pem: Zeroizing::new(inter_key.serialize_pem()),
             intermediate_not_after: (now + inter_lifetime).unix_timestamp(),
         };
-        let prefix = keys::ca_prefix(&self.config.name);
-        // The intermediate first: a reader that finds the root finds the rest.
-        self.storage
-            .store(
-                &format!("{prefix}/intermediate.key"),
-                material.intermediate_key_pem.as_bytes(),
-            )
-            .await?;
-        self.storage
-            .store(
-                &format!("{prefix}/intermediate.crt"),
-                material.intermediate_pem.as_bytes(),
-            )
-            .await?;
-        self.storage
-            .store(&format!("{prefix}/root.crt"), material.root_pem.as_bytes())
-            .await?;
+        // One bundle is the commit point: a crash leaves no CA or the whole CA.
+        let record = CaRecord {
+            root_pem: material.root_pem.clone(),
+            intermediate_pem: material.intermediate_pem.clone(),
+            intermediate_key_pem: material.intermediate_key_pem.clone(),
+        };
+        record::save_ca(
+            self.storage.as_ref(),
+            &self.config.name,
+            &record,
+            Some(lease),
+        )
+        .await?;
         tracing::info!(ca = %self.config.name, "created internal CA");
         Ok(material)
     }

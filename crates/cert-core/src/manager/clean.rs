@@ -1,0 +1,71 @@
+//! Cleaning: removing certificates that expired long ago, and expired locks.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{CertManager, Event};
+use crate::certificate::{system_to_unix, unix_to_system};
+use crate::record;
+use crate::{Error, LockOptions, Locker, StorageExt, keys, try_lock};
+
+/// When the cluster last cleaned, seconds since the Unix epoch.
+const MARK: &str = "maintenance/last-clean.json";
+
+impl CertManager {
+    /// Removes certificates expired for longer than the grace period from storage, under a
+    /// cluster-wide lock, at most once per `clean_interval` across the cluster. Returns the
+    /// prefixes removed (empty when another node cleaned recently or is cleaning now).
+    ///
+    /// Each certificate is removed under its name's issuance lock, fenced by it, so
+    /// cleaning never races a node that is renewing that name; a name whose lock is held
+    /// is left for the next pass.
+    pub async fn clean_if_due(&self) -> Result<Vec<String>, Error> {
+        let locker: Arc<dyn Locker> = self.inner.storage.clone();
+        let Some(guard) = try_lock(locker, keys::CLEAN_LOCK, &LockOptions::default()).await? else {
+            return Ok(Vec::new());
+        };
+        let result = self.clean_locked().await;
+        let _ = guard.release().await;
+        result
+    }
+
+    async fn clean_locked(&self) -> Result<Vec<String>, Error> {
+        let storage = self.inner.storage.as_ref();
+        let now = SystemTime::now();
+        if let Some(last) = storage.load_opt(MARK).await? {
+            let last: i64 = serde_json::from_slice(&last).unwrap_or(0);
+            let next = unix_to_system(last) + self.inner.config.clean_interval;
+            if now < next {
+                return Ok(Vec::new());
+            }
+        }
+        let mut removed = Vec::new();
+        let cutoff = system_to_unix(now - self.inner.config.clean_grace);
+        for entry in record::scan_certificates(storage).await? {
+            // The rule `certstore clean` applies too: broken records are the engine's to
+            // repair or an operator's to remove; a name whose lock is held is left.
+            let outcome = record::remove_expired(
+                &self.inner.storage,
+                &entry.id,
+                cutoff,
+                &self.inner.config.lock,
+            )
+            .await?;
+            if !matches!(outcome, record::Expiry::Removed { .. }) {
+                continue;
+            }
+            let prefix = entry.id.prefix();
+            self.emit(Event::Cleaned {
+                prefix: prefix.clone(),
+            });
+            removed.push(prefix);
+        }
+        match storage.clean_expired_locks().await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "removed expired locks"),
+            Err(err) => tracing::warn!(error = %err, "removing expired locks failed"),
+        }
+        storage.store_json(MARK, &system_to_unix(now)).await?;
+        Ok(removed)
+    }
+}
