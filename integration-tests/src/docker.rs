@@ -154,6 +154,19 @@ pub(crate) fn url_for(var: &str) -> Result<Option<String>, String> {
     ))
 }
 
+/// Publishes every mapped port on 127.0.0.1 only.
+fn bind_to_loopback(host_config: &mut testcontainers::bollard::models::HostConfig) {
+    for bindings in host_config
+        .port_bindings
+        .iter_mut()
+        .flat_map(|map| map.values_mut())
+    {
+        for binding in bindings.iter_mut().flatten() {
+            binding.host_ip = Some("127.0.0.1".to_owned());
+        }
+    }
+}
+
 fn start(service: &Service) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -164,7 +177,11 @@ fn start(service: &Service) -> Result<(), String> {
             .with_exposed_port(service.port.tcp())
             .with_wait_for(WaitFor::Nothing)
             .with_container_name(service.container)
-            .with_mapped_port(service.host_port, service.port.tcp());
+            .with_mapped_port(service.host_port, service.port.tcp())
+            // Docker publishes a mapped port on every interface unless told otherwise;
+            // these servers have well-known test credentials, so only this machine may
+            // reach them (as docker-compose.yml binds them).
+            .with_host_config_modifier(bind_to_loopback);
         for (key, value) in service.env {
             request = request.with_env_var(*key, *value);
         }
@@ -176,4 +193,32 @@ fn start(service: &Service) -> Result<(), String> {
         std::mem::forget(container);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use testcontainers::bollard::models::{HostConfig, PortBinding};
+
+    use super::bind_to_loopback;
+
+    #[test]
+    fn mapped_ports_are_published_on_loopback_only() {
+        let mut host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "5432/tcp".to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some("25432".to_owned()),
+                }]),
+            )])),
+            ..HostConfig::default()
+        };
+        bind_to_loopback(&mut host_config);
+        let bindings = host_config.port_bindings.unwrap();
+        let binding = &bindings["5432/tcp"].as_ref().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(binding.host_port.as_deref(), Some("25432"));
+    }
 }

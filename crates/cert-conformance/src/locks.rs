@@ -210,7 +210,9 @@ pub async fn expired_lease_refused(fixture: &Fixture) {
     let s = fixture.store().await;
     let other = fixture.open_another().await;
     let short = caps.min_lock_ttl;
-    let long = caps.ttl(Duration::from_secs(10));
+    // The new holder's lease must outlive the four requests that follow even when the
+    // server stalls (an emulator on a busy machine): a minute, the longest blob lease.
+    let long = caps.ttl(Duration::from_secs(60));
     let old = acquire(&*s, "expiring", short).await;
     tokio::time::sleep(short + caps.lock_expiry_slack + Duration::from_millis(100)).await;
     let new = match ok(other.try_acquire("expiring", long).await, "try_acquire") {

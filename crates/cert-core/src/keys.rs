@@ -28,30 +28,52 @@ pub const CHALLENGES: &str = "challenges";
 /// The top-level prefix of the internal CA.
 pub const CA: &str = "ca";
 
-/// A server name made safe as one key segment: IDNs in their ASCII (punycode) form, lower
-/// case, no trailing dot, `*` as `_` (so `*.example.com` becomes `_.example.com`), and
-/// any character outside `[a-z0-9._-]` as `_`.
+/// A server name made safe as one key segment, one segment per name (no two names share
+/// one, so one name's certificate can never replace another's):
+///
+/// - the name is trimmed, without a trailing dot, IDNs in their ASCII (punycode) form,
+///   lower case;
+/// - a leading `*.` (a wildcard) becomes `_.`: `*.example.com` is `_.example.com`;
+/// - an IPv6 address has its `:` as `_`: `::1` is `__1`;
+/// - every other byte outside `[a-z0-9.-]`, a literal `_` included, is escaped as `%` and
+///   two hex digits (`_.example.com`, a name with an underscore, is `%5f.example.com`), and
+///   so are a leading or trailing `.`; the empty name is `_`.
+///
+/// Every name the engine manages (letters, digits, `-`, `.`, a leading `*.`, IP addresses)
+/// maps exactly as it did before escaping existed, so stored keys keep their names.
 pub fn safe_name(server_name: &str) -> String {
     let trimmed = server_name.trim().trim_end_matches('.');
     let (wild, rest) = match trimmed.strip_prefix("*.") {
         Some(rest) => (true, rest),
         None => (false, trimmed),
     };
+    if let Ok(v6) = rest.parse::<std::net::Ipv6Addr>()
+        && !wild
+    {
+        return v6.to_string().replace(':', "_");
+    }
     let ascii = idna::domain_to_ascii(rest).unwrap_or_else(|_| rest.to_ascii_lowercase());
     let mut out = String::with_capacity(ascii.len() + 2);
     if wild {
         out.push_str("_.");
     }
-    out.extend(ascii.chars().map(|c| match c {
-        'a'..='z' | '0'..='9' | '.' | '-' | '_' => c,
-        'A'..='Z' => c.to_ascii_lowercase(),
-        _ => '_',
-    }));
-    let out = out.trim_matches('.').to_owned();
-    match out.as_str() {
-        "" | "." | ".." => "_".to_owned(),
-        _ => out,
+    let last = ascii.len().saturating_sub(1);
+    for (i, byte) in ascii.bytes().enumerate() {
+        match byte {
+            b'.' if i == 0 || i == last => push_escaped(&mut out, byte),
+            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => out.push(char::from(byte)),
+            b'A'..=b'Z' => out.push(char::from(byte.to_ascii_lowercase())),
+            _ => push_escaped(&mut out, byte),
+        }
     }
+    if out.is_empty() { "_".to_owned() } else { out }
+}
+
+fn push_escaped(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 0xf)]));
 }
 
 /// An issuer's identity made safe as one key segment: for a URL, its host and path with
@@ -107,7 +129,13 @@ pub fn ca_prefix(ca_name: &str) -> String {
 
 /// The lock taken while obtaining or renewing a certificate for a server name.
 pub fn issue_lock(server_name: &str) -> String {
-    format!("issue/{}", safe_name(server_name))
+    issue_lock_of_segment(&safe_name(server_name))
+}
+
+/// The issuance lock of the record whose name segment is `segment` (a
+/// [`safe_name`] already), the same lock [`issue_lock`] names for its server name.
+pub fn issue_lock_of_segment(segment: &str) -> String {
+    format!("issue/{segment}")
 }
 
 /// The lock taken while creating an ACME account.
@@ -152,9 +180,60 @@ mod tests {
         assert_eq!(safe_name("*.example.com"), "_.example.com");
         assert_eq!(safe_name("bücher.example"), "xn--bcher-kva.example");
         assert_eq!(safe_name("xn--bcher-kva.example"), "xn--bcher-kva.example");
-        assert_eq!(safe_name("../../etc"), "_.._etc");
+        assert_eq!(safe_name("../../etc"), "%2e.%2f..%2fetc");
         assert_eq!(safe_name(""), "_");
-        assert_eq!(safe_name(".."), "_");
+        assert_eq!(safe_name(".."), "_", "trailing dots are the FQDN form");
+        assert_eq!(safe_name("::1"), "__1");
+        assert_eq!(safe_name("2001:DB8::1"), "2001_db8__1");
+        assert_eq!(safe_name("10.0.0.1"), "10.0.0.1");
+        assert_eq!(safe_name("_.example.com"), "%5f.example.com");
+        assert_eq!(safe_name("a_b.example"), "a%5fb.example");
+        assert_eq!(safe_name("100%.example"), "100%25.example");
+    }
+
+    /// No two names share a segment: a seeded search over names built from the characters
+    /// that matter (wildcards, underscores, colons, dots, percent signs, case, IDNs).
+    #[test]
+    fn the_name_mapping_is_injective() {
+        use std::collections::HashMap;
+        let parts = [
+            "*.", "_", "_.", ":", "::", ".", "%", "%5f", "a", "B", "1", "-", "ü", "xn--tda",
+            "example", "/", " ", "@",
+        ];
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            let mut name = String::new();
+            for _ in 0..(state % 5 + 1) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                name.push_str(parts[(state % parts.len() as u64) as usize]);
+            }
+            // Names equal after normalization (case, trailing dot, IDN form) may share.
+            let canonical = {
+                let trimmed = name.trim().trim_end_matches('.');
+                let (wild, rest) = match trimmed.strip_prefix("*.") {
+                    Some(rest) => (true, rest),
+                    None => (false, trimmed),
+                };
+                let rest = match rest.parse::<std::net::Ipv6Addr>() {
+                    Ok(v6) if !wild => v6.to_string(),
+                    _ => idna::domain_to_ascii(rest).unwrap_or_else(|_| rest.to_ascii_lowercase()),
+                };
+                format!("{}{rest}", if wild { "*." } else { "" })
+            };
+            let key = safe_name(&name);
+            assert!(crate::validate_key(&key).is_ok() || key.len() > crate::MAX_SEGMENT_LEN);
+            if let Some(other) = seen.insert(key.clone(), canonical.clone()) {
+                assert_eq!(
+                    other, canonical,
+                    "{key:?} shared by {other:?} and {canonical:?}"
+                );
+            }
+        }
+        assert_ne!(safe_name("*.w.example"), safe_name("_.w.example"));
+        assert_eq!(safe_name("*.w.example"), "_.w.example");
     }
 
     #[test]

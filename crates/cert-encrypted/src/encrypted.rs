@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cert_core::{Error, KeyInfo, Lease, Locker, Result, Storage, validate_key};
 
 use crate::envelope::{Envelope, looks_sealed};
+use crate::keycheck::{KEYCHECK_PREFIX, is_reserved};
 use crate::ring::KeyRing;
 
 /// A storage that seals every value with NaCl secretbox before handing it to `S`, and
@@ -29,12 +31,18 @@ use crate::ring::KeyRing;
 ///   stored size less that overhead, computed without loading or decrypting anything.
 ///   In plaintext migration mode `stat` loads the value to tell plain values (reported
 ///   as stored) from envelopes.
+/// - The first write checks the ring against the storage
+///   ([`verify_keys`](Encrypted::verify_keys)): a ring that cannot open what the storage
+///   was sealed with is refused, and the current key leaves a check value under
+///   [`KEYCHECK_PREFIX`](crate::KEYCHECK_PREFIX), which listings hide.
 ///
-/// Clones share the inner storage and the key ring.
+/// Clones share the inner storage, the key ring and the result of the key check.
 pub struct Encrypted<S> {
     inner: Arc<S>,
     ring: Arc<KeyRing>,
     migration: bool,
+    /// Whether [`verify_keys`](Encrypted::verify_keys) passed.
+    checked: Arc<AtomicBool>,
 }
 
 impl<S> Clone for Encrypted<S> {
@@ -43,6 +51,7 @@ impl<S> Clone for Encrypted<S> {
             inner: Arc::clone(&self.inner),
             ring: Arc::clone(&self.ring),
             migration: self.migration,
+            checked: Arc::clone(&self.checked),
         }
     }
 }
@@ -69,6 +78,7 @@ impl<S> Encrypted<S> {
             inner,
             ring,
             migration: false,
+            checked: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -105,6 +115,10 @@ impl<S> Encrypted<S> {
         &self.ring
     }
 
+    pub(crate) fn checked_flag(&self) -> &AtomicBool {
+        &self.checked
+    }
+
     /// Opens the stored bytes `raw` of `key` (or passes a plain value through in migration
     /// mode).
     pub(crate) fn open(&self, key: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
@@ -129,6 +143,7 @@ impl<S> Encrypted<S> {
 impl<S: Storage> Storage for Encrypted<S> {
     async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
         let sealed = self.ring.seal(key, value)?;
+        self.verify_keys().await?;
         self.inner.store(key, &sealed).await
     }
 
@@ -145,8 +160,25 @@ impl<S: Storage> Storage for Encrypted<S> {
         self.inner.exists(key).await
     }
 
+    /// Lists as the inner storage does, without the key check values (nor their
+    /// directory when nothing else is in it).
     async fn list(&self, prefix: &str, recursive: bool) -> Result<Vec<String>> {
-        self.inner.list(prefix, recursive).await
+        let mut keys = self.inner.list(prefix, recursive).await?;
+        keys.retain(|key| !is_reserved(key));
+        // A non-recursive listing shows `cert-encrypted` as a directory even when only
+        // check values are below it.
+        let ancestor = keys.iter().position(|key| {
+            KEYCHECK_PREFIX
+                .strip_prefix(key.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if let Some(at) = ancestor {
+            let below = self.inner.list(&keys[at], true).await?;
+            if below.iter().all(|key| is_reserved(key)) {
+                keys.remove(at);
+            }
+        }
+        Ok(keys)
     }
 
     async fn stat(&self, key: &str) -> Result<KeyInfo> {
@@ -173,6 +205,7 @@ impl<S: Storage> Storage for Encrypted<S> {
     /// backend's fence (a script, a transaction, a guard) covers the sealed write.
     async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
         let sealed = self.ring.seal(key, value)?;
+        self.verify_keys().await?;
         self.inner.store_fenced(key, &sealed, lease).await
     }
 

@@ -38,7 +38,10 @@
 //! # Keys
 //!
 //! A [`SecretKey`] is 32 bytes, made from raw bytes, base64 text, an environment
-//! variable, a file (32 raw bytes or base64 text) or the OS random source. Key bytes are
+//! variable, a file or the OS random source. A key file holds base64 text of 32 bytes,
+//! or 32 raw binary bytes; text of 32 characters is refused as a passphrase, and a file
+//! its group or others may read or write is refused as ssh refuses such private keys
+//! (see [`SecretKey::from_file`]). Key bytes are
 //! zeroized on drop and never appear in `Debug` output or error messages.
 //!
 //! Each key has an 8-byte [`KeyId`], written in every envelope so the right key can be
@@ -52,6 +55,11 @@
 //! which still open. To rotate: put the new key first and the old one as previous on every
 //! node, run [`Encrypted::rekey`] once (it holds a cluster lock, skips what is already
 //! done and can be re-run after an interruption), then remove the old key.
+//!
+//! A storage remembers which keys sealed it ([`keycheck`]): before its first write, an
+//! [`Encrypted`] storage refuses a ring that cannot open what is stored, so a node given
+//! the wrong key fails with a clear error instead of sealing values no other node can
+//! open.
 //!
 //! # Envelope format, version 1
 //!
@@ -99,6 +107,7 @@
 mod encrypted;
 mod envelope;
 mod key;
+pub mod keycheck;
 mod rekey;
 mod ring;
 
@@ -108,5 +117,6 @@ pub use envelope::{
     OpenError, TAG_LEN, VERSION, overhead,
 };
 pub use key::{KEY_ID_CONTEXT, KEY_LEN, KeyError, KeyId, SecretKey};
+pub use keycheck::{KEYCHECK_PREFIX, KeyCheckError};
 pub use rekey::{REKEY_LOCK, RekeyProgress};
 pub use ring::KeyRing;

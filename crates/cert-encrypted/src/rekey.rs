@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cert_core::record::CertificateId;
 use cert_core::{
-    Error, Lease, LockGuard, LockOptions, Locker, Result, Storage, keys, lock, validate_prefix,
+    Error, Lease, LockGuard, LockOptions, Locker, Result, Storage, lock, validate_prefix,
 };
 use zeroize::Zeroizing;
 
@@ -79,7 +79,8 @@ impl<S: Storage + Locker> Encrypted<S> {
 
     /// Re-seals every value below `prefix` under the ring's current key.
     ///
-    /// - Values already sealed by the current key are skipped, so the run is resumable:
+    /// - Values already sealed by the current key are opened (authenticated) and
+    ///   otherwise left alone, so the run is resumable:
     ///   after an interruption, running it again finishes the rest.
     /// - It first takes the cluster lock [`REKEY_LOCK`] (waiting as `options` say), so
     ///   two re-keyings never interleave, and stops with [`Error::LockLost`] if the lease
@@ -90,7 +91,7 @@ impl<S: Storage + Locker> Encrypted<S> {
     /// - It never writes an older value over a newer one:
     ///   - the values of a certificate record (everything below
     ///     `certificates/<issuer>/<name>/`) are re-sealed while holding that name's
-    ///     issuance lock ([`keys::issue_lock`], waited for as `options` say), the lock
+    ///     issuance lock ([`cert_core::keys::issue_lock`], waited for as `options` say), the lock
     ///     under which the engine, `certstore import` and `certstore rm` write records,
     ///     and every write is fenced by its lease ([`Storage::store_fenced`]): no writer
     ///     that takes the lock can interleave with it;
@@ -112,6 +113,7 @@ impl<S: Storage + Locker> Encrypted<S> {
         mut progress: impl FnMut(&RekeyProgress) + Send,
     ) -> Result<RekeyProgress> {
         validate_prefix(prefix)?;
+        self.verify_keys().await?;
         let locker: Arc<dyn Locker> = Arc::clone(self.inner_arc()) as Arc<dyn Locker>;
         let guard = lock(locker, REKEY_LOCK, options).await?;
         let result = self
@@ -130,7 +132,9 @@ impl<S: Storage + Locker> Encrypted<S> {
         options: &LockOptions,
         progress: &mut (impl FnMut(&RekeyProgress) + Send),
     ) -> Result<RekeyProgress> {
-        let keys = self.inner().list(prefix, true).await?;
+        // Check values stay sealed by the key they check.
+        let mut keys = self.inner().list(prefix, true).await?;
+        keys.retain(|key| !crate::keycheck::is_reserved(key));
         let mut state = RekeyProgress {
             total: keys.len(),
             ..RekeyProgress::default()
@@ -181,7 +185,7 @@ impl<S: Storage + Locker> Encrypted<S> {
     ) -> Result<()> {
         check_lease(guard)?;
         let locker: Arc<dyn Locker> = Arc::clone(self.inner_arc()) as Arc<dyn Locker>;
-        let record_lock = lock(locker, &keys::issue_lock(&id.name), options).await?;
+        let record_lock = lock(locker, &id.issue_lock(), options).await?;
         let lease = record_lock.lease();
         let result = async {
             for key in keys {
@@ -208,6 +212,11 @@ impl<S: Storage + Locker> Encrypted<S> {
         };
         for _ in 0..ATTEMPTS {
             if KeyRing::sealed_by(&raw) == Some(current) {
+                // The id alone proves nothing (a forged or damaged envelope, a wrong key
+                // given the same id): the value is done only if it opens.
+                self.ring()
+                    .open(key, &raw)
+                    .map_err(|err| Error::corrupt(key, err))?;
                 return Ok(Outcome::AlreadyCurrent);
             }
             let plain = if self.plaintext_migration() && !looks_sealed(&raw) {
@@ -356,7 +365,10 @@ mod tests {
         }
         // A node renewing a.example holds its lock.
         let lease = memory
-            .try_acquire(&keys::issue_lock("a.example"), Duration::from_secs(30))
+            .try_acquire(
+                &cert_core::keys::issue_lock("a.example"),
+                Duration::from_secs(30),
+            )
             .await
             .unwrap()
             .unwrap();

@@ -40,12 +40,31 @@ impl Backend {
         headers: HeaderMap,
         max_body: usize,
         roots: Option<&[CertificateDer<'static>]>,
+        allow_plain_http: bool,
     ) -> Result<Self, SourceError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| SourceError::Config("the backend URL does not parse".into()))?;
         match uri.scheme_str() {
-            Some("http" | "https") => {}
+            Some("https") => {}
+            // Loopback traffic never leaves the machine, so a local backend (a sidecar)
+            // needs no TLS and no opt-in.
+            Some("http") if uri.host().is_some_and(is_loopback) => {
+                tracing::debug!("plain http:// certificate backend on loopback");
+            }
+            Some("http") if allow_plain_http => {
+                tracing::warn!(
+                    host = uri.host().unwrap_or_default(),
+                    "plain http:// certificate backend: certificates and private keys travel unencrypted"
+                );
+            }
+            Some("http") => {
+                return Err(SourceError::Config(
+                    "a plain http:// backend would send private keys unencrypted: use https://, \
+                     or HttpSourceConfig::allow_plain_http() on a network private end to end"
+                        .into(),
+                ));
+            }
             _ => {
                 return Err(SourceError::Config(
                     "the backend URL must be http:// or https://".into(),
@@ -154,6 +173,19 @@ impl Backend {
     }
 }
 
+/// Whether `host`, as a URL spells it, is this machine: `localhost` or a loopback address
+/// (IPv6 in brackets or not).
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Every value of header `name`, joined with commas.
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let values: Vec<&str> = headers
@@ -207,6 +239,29 @@ mod tests {
         assert_eq!(secs("Max-Age=\"90\""), Some(90));
         assert_eq!(secs("no-cache"), None);
         assert_eq!(secs("s-maxage=abc, max-age=5"), Some(5));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.8.9.1",
+            "[::1]",
+            "::1",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "example.com",
+            "10.0.0.1",
+            "[::2]",
+            "localhost.example.com",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //! However many handshakes wait for one cold name, one request is made. It runs in a task
 //! of its own, bounded by [`HttpSourceConfig::timeout`]: a client that goes away does not
 //! cancel it for the others.
+//!
+//! The backend sends private keys, so a plain `http://` URL is refused unless its host is
+//! this machine (`localhost` or a loopback address: the traffic never leaves it) or
+//! [`HttpSourceConfig::allow_plain_http`] says so, and then a warning is logged.
+//!
+//! Warm-copy writes run in tasks of their own, at most
+//! [`HttpSourceConfig::max_pending_writes`] at once: when storage is slower than new names
+//! arrive, further copies are skipped (with a debug log) rather than piling up tasks.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,7 +39,7 @@ use futures::future::{BoxFuture, Shared};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use zeroize::Zeroizing;
 
 use crate::SourceError;
@@ -47,9 +55,13 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct HttpSourceConfig {
-    /// The backend URL, `http://` or `https://`; may carry a query of its own. No user
+    /// The backend URL, `https://` (or `http://` to this machine, or with
+    /// [`allow_plain_http`](Self::allow_plain_http)); may carry a query of its own. No user
     /// information: send credentials in a header ([`with_header`](Self::with_header)).
     pub url: String,
+    /// Whether a plain `http://` URL to another machine is accepted (private keys then
+    /// travel unencrypted). Default false.
+    pub allow_plain_http: bool,
     /// The query parameter that carries the server name. Default `server_name`.
     pub query_parameter: String,
     /// Headers sent with every request (values are marked sensitive, never printed).
@@ -81,6 +93,9 @@ pub struct HttpSourceConfig {
     /// The storage prefix of the warm copy. Default `sources/http/<backend URL as one
     /// segment>`.
     pub storage_prefix: Option<String>,
+    /// The most warm-copy writes and deletions in progress at once; beyond it a new one is
+    /// skipped (the certificate is still served, the next fetch writes it). Default 64.
+    pub max_pending_writes: usize,
 }
 
 impl fmt::Debug for HttpSourceConfig {
@@ -90,6 +105,7 @@ impl fmt::Debug for HttpSourceConfig {
         let headers: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
         f.debug_struct("HttpSourceConfig")
             .field("url", &url)
+            .field("allow_plain_http", &self.allow_plain_http)
             .field("query_parameter", &self.query_parameter)
             .field("headers", &headers)
             .field("timeout", &self.timeout)
@@ -99,6 +115,7 @@ impl fmt::Debug for HttpSourceConfig {
             .field("stale_if_error", &self.stale_if_error)
             .field("capacity", &self.capacity)
             .field("storage", &self.storage)
+            .field("max_pending_writes", &self.max_pending_writes)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +125,7 @@ impl HttpSourceConfig {
     pub fn new(url: impl Into<String>) -> Self {
         HttpSourceConfig {
             url: url.into(),
+            allow_plain_http: false,
             query_parameter: "server_name".to_owned(),
             headers: HeaderMap::new(),
             timeout: Duration::from_secs(10),
@@ -121,7 +139,22 @@ impl HttpSourceConfig {
             root_certificates: None,
             storage: None,
             storage_prefix: None,
+            max_pending_writes: 64,
         }
+    }
+
+    /// Accepts a plain `http://` URL to another machine. Certificates and their private
+    /// keys then cross the network unencrypted: only for a network that is private end to
+    /// end. A warning is logged when the source is built.
+    pub fn allow_plain_http(mut self) -> Self {
+        self.allow_plain_http = true;
+        self
+    }
+
+    /// Runs at most `limit` warm-copy writes at once (at least 1).
+    pub fn with_max_pending_writes(mut self, limit: usize) -> Self {
+        self.max_pending_writes = limit.max(1);
+        self
     }
 
     /// Sends the server name in this query parameter.
@@ -359,6 +392,8 @@ struct Inner {
     prefix: String,
     entries: RwLock<HashMap<Box<str>, Entry>>,
     inflight: Mutex<HashMap<Box<str>, Fetch>>,
+    /// One permit per warm-copy write or deletion in progress.
+    writes: Arc<Semaphore>,
     events: broadcast::Sender<SourceEvent>,
 }
 
@@ -403,6 +438,7 @@ impl HttpSource {
             config.headers.clone(),
             config.max_body,
             config.root_certificates.as_deref(),
+            config.allow_plain_http,
         )?;
         let prefix = match &config.storage_prefix {
             Some(prefix) => {
@@ -416,6 +452,7 @@ impl HttpSource {
             ),
         };
         let (events, _) = broadcast::channel(1024);
+        let writes = Arc::new(Semaphore::new(config.max_pending_writes.max(1)));
         Ok(HttpSource {
             inner: Arc::new(Inner {
                 config,
@@ -423,6 +460,7 @@ impl HttpSource {
                 prefix,
                 entries: RwLock::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
+                writes,
                 events,
             }),
         })
@@ -886,9 +924,13 @@ impl Inner {
         let Some(storage) = self.config.storage.clone() else {
             return;
         };
+        let Some(permit) = self.write_permit(name) else {
+            return;
+        };
         let inner = Arc::clone(self);
         let name = name.to_owned();
         tokio::spawn(async move {
+            let _permit = permit;
             let record = WarmRecordRef {
                 server_name: &name,
                 expires_ms: to_millis(expires),
@@ -912,13 +954,32 @@ impl Inner {
         });
     }
 
+    /// A permit for one more warm-copy task, or `None` (logged) when storage is already
+    /// busy with as many as allowed: skipping a copy costs one backend request later,
+    /// while tasks without bound would grow with every new name a flood of handshakes
+    /// brings.
+    fn write_permit(&self, name: &str) -> Option<OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.writes).try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::debug!(
+                name,
+                "too many warm-copy writes pending; this one is skipped"
+            );
+        }
+        permit
+    }
+
     /// Deletes the warm copy of a name the backend no longer has, in a task of its own.
     fn forget_warm(self: &Arc<Self>, name: &str) {
         let Some(storage) = self.config.storage.clone() else {
             return;
         };
+        let Some(permit) = self.write_permit(name) else {
+            return;
+        };
         let key = format!("{}/{}.json", self.prefix, keys::safe_name(name));
         tokio::spawn(async move {
+            let _permit = permit;
             match storage.delete(&key).await {
                 Ok(()) | Err(cert_core::Error::NotFound { .. }) => {}
                 Err(err) => tracing::warn!(key, error = %err, "could not delete a warm copy"),

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use certstore::{OpenOptions, Opened};
 use clap::{Parser, Subcommand};
 
-use crate::output::{CliResult, scrub};
+use crate::output::{CliResult, printable, scrub};
 
 const AFTER_HELP: &str = "\
 Storage URLs (--storage, or the CERTSTORE_STORAGE environment variable):
@@ -31,7 +31,8 @@ Exit codes:
   0  success
   1  the operation failed (storage unreachable, a copy did not verify, a check failed)
   2  bad usage or input (unknown URL scheme, missing or wrong key, missing certificate)
-Errors are printed as one line on standard error; a failed command writes nothing.";
+Errors are printed as one line on standard error (bad arguments: with the usage);
+a failed command writes nothing.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,7 +91,7 @@ impl Global {
 enum Command {
     /// Run an HTTPS server with certificates from the internal CA, kept in shared storage.
     Serve(serve::ServeArgs),
-    /// List certificates: name, issuer, end of validity, days left.
+    /// List certificates: name, issuer, end of validity, time left.
     Ls(commands::LsArgs),
     /// Show one certificate: names, issuer, validity, key type, serial, fingerprint.
     Show(commands::ShowArgs),
@@ -127,11 +128,11 @@ fn main() -> ExitCode {
             ) {
                 err.exit();
             }
-            // One line, like every other error.
-            let text = err.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {}; see `certstore --help`", scrub(first));
+            // Clap's whole message: its first line alone often does not say what is
+            // missing (`unlock` without `--force` names the flag on the next line).
+            // Arguments can hold a storage URL: scrub whatever secrets are known.
+            let text = scrub(&err.render().to_string());
+            eprintln!("{}", text.trim_end());
             return ExitCode::from(output::USAGE);
         }
     };
@@ -145,6 +146,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a log file or a pipe they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,7 +191,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let message = scrub(&err.message).replace('\n', " ");
+            let message = printable(&scrub(&err.message).replace('\n', " "));
             eprintln!("error: {message}");
             ExitCode::from(err.code)
         }

@@ -1,5 +1,8 @@
-//! [`migrate`]: copy every key of one storage to another, verified and resumable.
+//! [`migrate`]: copy every key of one storage to another, verified and resumable; and
+//! [`StorageIdentity`]: whether two storage URLs name the same keys.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +11,19 @@ use cert_core::{Error, LockGuard, LockOptions, Locker, Result, Store, keys, try_
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::{StorageUrl, Target};
+
 /// The lock a migration holds on its source, so two migrations of one storage never run
 /// at once.
 pub const MIGRATE_LOCK: &str = "certstore/migrate";
+
+/// How long [`migrate`] waits for the cleaning lock before it tells the progress callback
+/// what it waits for: long enough that a lock taken and released at once goes unnoticed.
+const WAIT_NOTICE: Duration = Duration::from_secs(1);
+
+/// How long [`migrate`] waits for the cleaning lock: longer than its default time to
+/// live, so a lock left by a process that died expires meanwhile.
+pub const CLEAN_WAIT: Duration = Duration::from_secs(60);
 
 /// How [`migrate`] runs.
 #[derive(Debug, Clone)]
@@ -71,6 +84,9 @@ pub struct MigrateReport {
     pub vanished: usize,
     /// Keys that could not be copied, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Before any copying: the lock on the source the run is waiting for (another process
+    /// holds it), reported once after a second of waiting. `None` otherwise.
+    pub waiting_for: Option<String>,
 }
 
 enum Outcome {
@@ -92,7 +108,10 @@ enum Outcome {
 /// - Unless it is a dry run, it holds the lock [`MIGRATE_LOCK`] and the engine's
 ///   cleaning lock ([`keys::CLEAN_LOCK`]) on the source for its whole run, so a second
 ///   migration refuses to start and no engine cleans (deletes) certificates half way;
-///   it stops with [`Error::LockLost`] if a lease is lost.
+///   it stops with [`Error::LockLost`] if a lease is lost. While it waits for the cleaning
+///   lock (up to a minute: a `clean` running, or a lock left by a process that died until
+///   it expires), `progress` gets a report naming it in
+///   [`waiting_for`](MigrateReport::waiting_for), once, after a second.
 /// - A key that fails does not stop the others: failures are listed in the report.
 ///   Listing the source, or losing a lock, stops the run with an error.
 ///
@@ -107,7 +126,7 @@ pub async fn migrate(
     let guards = if options.dry_run {
         Vec::new()
     } else {
-        take_locks(&from).await?
+        take_locks(&from, &mut progress).await?
     };
     let result = run(&from, &to, options, &guards, &mut progress).await;
     for guard in guards {
@@ -116,7 +135,10 @@ pub async fn migrate(
     result
 }
 
-async fn take_locks(from: &Arc<dyn Store>) -> Result<Vec<LockGuard>> {
+async fn take_locks(
+    from: &Arc<dyn Store>,
+    progress: &mut (impl FnMut(&MigrateReport) + Send),
+) -> Result<Vec<LockGuard>> {
     let locker: Arc<dyn Locker> = from.clone();
     let options = LockOptions::default().with_ttl(Duration::from_secs(30));
     let Some(migrate) = try_lock(Arc::clone(&locker), MIGRATE_LOCK, &options).await? else {
@@ -125,12 +147,20 @@ async fn take_locks(from: &Arc<dyn Store>) -> Result<Vec<LockGuard>> {
             reason: "another migration of this storage is running (it holds the lock)".into(),
         });
     };
-    let clean = cert_core::lock(
-        locker,
-        keys::CLEAN_LOCK,
-        &options.clone().with_timeout(Duration::from_secs(60)),
-    )
-    .await;
+    let clean_options = options.clone().with_timeout(CLEAN_WAIT);
+    let waiting = cert_core::lock(locker, keys::CLEAN_LOCK, &clean_options);
+    tokio::pin!(waiting);
+    // A silent wait of up to a minute looks like a hang: say what is awaited, once.
+    let clean = tokio::select! {
+        clean = &mut waiting => clean,
+        () = tokio::time::sleep(WAIT_NOTICE) => {
+            progress(&MigrateReport {
+                waiting_for: Some(keys::CLEAN_LOCK.to_owned()),
+                ..MigrateReport::default()
+            });
+            waiting.await
+        }
+    };
     match clean {
         Ok(clean) => Ok(vec![migrate, clean]),
         Err(err) => {
@@ -210,6 +240,290 @@ async fn copy_one(from: &dyn Store, to: &dyn Store, key: &str, dry_run: bool) ->
         ));
     }
     Ok(Outcome::Copied)
+}
+
+/// What a storage URL names, as far as the URL tells: two URLs with equal identities
+/// reach the same keys, however they are spelled (`encrypted+` or not, a relative path or
+/// a link to the directory, a password or a default port written or left out, driver
+/// parameters). Host names are compared as written, except that every loopback name and
+/// address counts as one.
+///
+/// ```
+/// use certstore::StorageUrl;
+/// use certstore::migrate::StorageIdentity;
+///
+/// let a = StorageUrl::parse("encrypted+redis://:pw@127.0.0.1/0?namespace=prod").unwrap();
+/// let b = StorageUrl::parse("redis://localhost:6379?namespace=prod").unwrap();
+/// assert_eq!(StorageIdentity::of(&a), StorageIdentity::of(&b));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageIdentity {
+    /// A directory, canonicalized (its missing tail appended to its existing part).
+    File {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A Redis database and a namespace in it.
+    Redis {
+        /// The server's host.
+        host: String,
+        /// The server's port.
+        port: u16,
+        /// The database number.
+        db: i64,
+        /// The namespace.
+        namespace: String,
+    },
+    /// Tables in a PostgreSQL or MySQL database and a namespace in them.
+    Sql {
+        /// `postgres` or `mysql`.
+        backend: &'static str,
+        /// The server's host (or Unix socket path).
+        host: String,
+        /// The server's port.
+        port: u16,
+        /// The database.
+        database: String,
+        /// The table holding values (from the table prefix).
+        table: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// Tables in an SQLite database file and a namespace in them.
+    Sqlite {
+        /// The database file, canonicalized.
+        path: PathBuf,
+        /// The table holding values.
+        table: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// A prefix of an S3 bucket.
+    S3 {
+        /// The endpoint (`None`: AWS).
+        endpoint: Option<String>,
+        /// The bucket.
+        bucket: String,
+        /// The key prefix, without surrounding slashes.
+        prefix: String,
+    },
+    /// A prefix of an Azure Blob Storage container.
+    Azure {
+        /// The account's blob endpoint.
+        endpoint: String,
+        /// The storage account.
+        account: String,
+        /// The container.
+        container: String,
+        /// The blob prefix, without surrounding slashes.
+        prefix: String,
+    },
+    /// A URL whose parts cannot be read here (an in-memory SQLite database, a backend not
+    /// compiled in): only the same URL text, redacted, is known to be the same storage.
+    Other {
+        /// The URL, redacted, without `encrypted+`.
+        url: String,
+    },
+}
+
+impl StorageIdentity {
+    /// The identity of the storage `url` names. Reads the file system (to canonicalize
+    /// paths) and nothing else.
+    pub fn of(url: &StorageUrl) -> Self {
+        let other = || StorageIdentity::Other {
+            url: url
+                .redacted()
+                .trim_start_matches("encrypted+")
+                .trim()
+                .to_owned(),
+        };
+        match url.target() {
+            Target::File { path } => StorageIdentity::File {
+                path: canonical(path),
+            },
+            Target::Redis { url, namespace } => {
+                redis_identity(url, namespace).unwrap_or_else(other)
+            }
+            Target::Sql {
+                url,
+                namespace,
+                table_prefix,
+            } => sql_identity(url, namespace, table_prefix.as_deref()).unwrap_or_else(other),
+            Target::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                ..
+            } => StorageIdentity::S3 {
+                endpoint: endpoint.as_deref().map(normal_endpoint),
+                bucket: bucket.clone(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            },
+            Target::Azure {
+                account,
+                container,
+                prefix,
+                endpoint,
+            } => StorageIdentity::Azure {
+                endpoint: normal_endpoint(
+                    &endpoint
+                        .clone()
+                        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net")),
+                ),
+                account: account.clone(),
+                container: container.clone(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            },
+        }
+    }
+}
+
+/// Whether `a` and `b` name the same storage (equal [`StorageIdentity`]).
+pub fn same_storage(a: &StorageUrl, b: &StorageUrl) -> bool {
+    StorageIdentity::of(a) == StorageIdentity::of(b)
+}
+
+/// `path` made absolute with links resolved; a missing tail (a directory a migration
+/// creates) is appended to its longest existing ancestor, resolved.
+fn canonical(path: &Path) -> PathBuf {
+    let absolute = std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let mut base = absolute.clone();
+    let mut missing: Vec<OsString> = Vec::new();
+    loop {
+        if let Ok(mut real) = base.canonicalize() {
+            for part in missing.iter().rev() {
+                if part == ".." {
+                    real.pop();
+                } else if part != "." {
+                    real.push(part);
+                }
+            }
+            return real;
+        }
+        let Some(last) = base.components().next_back() else {
+            return absolute;
+        };
+        missing.push(last.as_os_str().to_owned());
+        if !base.pop() {
+            return absolute;
+        }
+    }
+}
+
+/// A host as compared: lower case, without brackets or a final dot, and every loopback
+/// name or address as `localhost`.
+fn normal_host(host: &str) -> String {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        "localhost".to_owned()
+    } else {
+        host
+    }
+}
+
+/// An endpoint URL as compared: lower case, without a final slash.
+fn normal_endpoint(endpoint: &str) -> String {
+    endpoint.trim_end_matches('/').to_ascii_lowercase()
+}
+
+fn redis_identity(url: &str, namespace: &str) -> Option<StorageIdentity> {
+    let parsed = url::Url::parse(url).ok()?;
+    let db = match parsed.path().trim_matches('/') {
+        "" => 0,
+        db => db.parse().ok()?,
+    };
+    Some(StorageIdentity::Redis {
+        host: normal_host(parsed.host_str()?),
+        port: parsed.port().unwrap_or(6379),
+        db,
+        namespace: namespace.to_owned(),
+    })
+}
+
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(unused_variables)
+)]
+fn sql_identity(url: &str, namespace: &str, table_prefix: Option<&str>) -> Option<StorageIdentity> {
+    #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+    {
+        use std::str::FromStr;
+        // The table holding values, named as the storage names it.
+        let mut config = cert_sql::SqlConfig::default();
+        if let Some(prefix) = table_prefix {
+            config = config.with_table_prefix(prefix);
+        }
+        let table = config.kv_table;
+        let namespace = namespace.to_owned();
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match scheme.as_str() {
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => {
+                let options = cert_sql::sqlx::postgres::PgConnectOptions::from_str(url).ok()?;
+                let host = match options.get_socket() {
+                    Some(socket) => canonical(socket).display().to_string(),
+                    None => normal_host(options.get_host()),
+                };
+                // PostgreSQL's default database is the user's name.
+                let database = options
+                    .get_database()
+                    .unwrap_or(options.get_username())
+                    .to_owned();
+                Some(StorageIdentity::Sql {
+                    backend: "postgres",
+                    host,
+                    port: options.get_port(),
+                    database,
+                    table,
+                    namespace,
+                })
+            }
+            #[cfg(feature = "mysql")]
+            "mysql" | "mariadb" => {
+                let options = cert_sql::sqlx::mysql::MySqlConnectOptions::from_str(url).ok()?;
+                let host = match options.get_socket() {
+                    Some(socket) => canonical(socket).display().to_string(),
+                    None => normal_host(options.get_host()),
+                };
+                Some(StorageIdentity::Sql {
+                    backend: "mysql",
+                    host,
+                    port: options.get_port(),
+                    database: options.get_database().unwrap_or_default().to_owned(),
+                    table,
+                    namespace,
+                })
+            }
+            #[cfg(feature = "sqlite")]
+            "sqlite" => {
+                // `None` for an in-memory database: no file to compare.
+                let [path, ..] = cert_sql::sqlite_database_files(url)?;
+                Some(StorageIdentity::Sqlite {
+                    path: canonical(&path),
+                    table,
+                    namespace,
+                })
+            }
+            _ => None,
+        }
+    }
+    #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
+    None
 }
 
 #[cfg(test)]
@@ -310,5 +624,144 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }), "{err}");
         held.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_the_clean_lock_is_reported_once() {
+        let from = MemoryStorage::new();
+        from.store("a", b"1").await.unwrap();
+        let src: Arc<dyn Store> = Arc::new(from);
+        let held = try_lock(src.clone(), keys::CLEAN_LOCK, &LockOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let running = tokio::spawn({
+            let (src, seen) = (src.clone(), seen.clone());
+            async move {
+                migrate(
+                    src,
+                    Arc::new(MemoryStorage::new()),
+                    &MigrateOptions::default(),
+                    move |p| seen.lock().unwrap().push(p.waiting_for.clone()),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing said before a second"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Some(keys::CLEAN_LOCK.to_owned())]
+        );
+        held.release().await.unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!(report.copied, 1);
+        let seen = seen.lock().unwrap();
+        let waits = seen.iter().filter(|w| w.is_some()).count();
+        assert_eq!(waits, 1, "{seen:?}");
+        assert!(seen.last().unwrap().is_none());
+    }
+
+    fn identity(url: &str) -> StorageIdentity {
+        StorageIdentity::of(&StorageUrl::parse(url).unwrap())
+    }
+
+    fn same(a: &str, b: &str) -> bool {
+        same_storage(
+            &StorageUrl::parse(a).unwrap(),
+            &StorageUrl::parse(b).unwrap(),
+        )
+    }
+
+    #[test]
+    fn files_are_compared_by_their_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        let plain = root.display().to_string();
+        for other in [
+            format!("encrypted+{plain}"),
+            format!("{plain}/"),
+            format!("{}/./store", dir.path().display()),
+            format!("{}/x/../store", dir.path().display()),
+            link.display().to_string(),
+            format!("file://{}", link.display()),
+        ] {
+            assert!(same(&plain, &other), "{plain} vs {other}");
+        }
+        // A directory that does not exist yet: its existing ancestor is resolved.
+        let new = format!("{}/new/sub", link.display());
+        assert_eq!(
+            identity(&new),
+            StorageIdentity::File {
+                path: root.canonicalize().unwrap().join("new/sub")
+            }
+        );
+        assert!(!same(&plain, &format!("{plain}/sub")));
+    }
+
+    #[test]
+    fn servers_are_compared_by_host_port_database_and_namespace() {
+        assert!(same(
+            "encrypted+redis://:pw@127.0.0.1/0?namespace=prod",
+            "redis://localhost:6379?namespace=prod"
+        ));
+        assert!(same(
+            "redis://h/0",
+            "rediss://user:other@H:6379?namespace=certstore"
+        ));
+        assert!(!same("redis://h/0", "redis://h/1"));
+        assert!(!same("redis://h", "redis://h:6380"));
+        assert!(!same("redis://h", "redis://h?namespace=other"));
+        assert!(!same("redis://h", "redis://g"));
+
+        assert!(same(
+            "postgres://u:a@db/certs?namespace=n",
+            "encrypted+postgresql://v:b@DB:5432/certs?sslmode=require&namespace=n&table_prefix=certstore"
+        ));
+        assert!(!same("postgres://u@db/certs", "postgres://u@db/other"));
+        assert!(!same("postgres://u@db/certs", "postgres://u@db:5433/certs"));
+        assert!(!same("postgres://u@db/c", "postgres://u@db/c?namespace=n"));
+        assert!(!same(
+            "postgres://u@db/c",
+            "postgres://u@db/c?table_prefix=tls"
+        ));
+        assert!(same("mysql://u@[::1]/c", "mariadb://u:p@localhost:3306/c"));
+        assert!(!same("mysql://u@h/c", "postgres://u@h/c"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db").display().to_string();
+        assert!(same(
+            &format!("sqlite://{db}"),
+            &format!("encrypted+sqlite://{db}?mode=rwc")
+        ));
+        assert!(!same(
+            &format!("sqlite://{db}"),
+            &format!("sqlite://{db}?namespace=n")
+        ));
+    }
+
+    #[test]
+    fn buckets_and_containers_are_compared_by_prefix_and_endpoint() {
+        assert!(same(
+            "s3://b/p/?region=eu-west-1",
+            "encrypted+s3://b/p?region=us-east-1&path_style=true"
+        ));
+        assert!(!same("s3://b/p", "s3://b/q"));
+        assert!(!same("s3://b/p", "s3://c/p"));
+        assert!(!same("s3://b/p", "s3://b/p?endpoint=http://127.0.0.1:9000"));
+        assert!(same(
+            "azblob://acct/c/p",
+            "azblob://acct/c/p/?endpoint=https://ACCT.blob.core.windows.net/"
+        ));
+        assert!(!same("azblob://acct/c/p", "azblob://acct/d/p"));
+        assert!(!same("azblob://acct/c/p", "azblob://other/c/p"));
     }
 }

@@ -18,6 +18,11 @@ pub const KEY_ENV: &str = "CERTSTORE_KEY";
 /// (base64, separated by commas or white space), during a key rotation.
 pub const PREVIOUS_KEYS_ENV: &str = "CERTSTORE_PREVIOUS_KEYS";
 
+/// Set to `1` to accept key files that their group or others may read or write (see
+/// [`OpenOptions::allow_open_key_file`]). Key files are otherwise refused in that state,
+/// as ssh refuses such private keys.
+pub(crate) const KEY_FILE_INSECURE_ENV: &str = "CERTSTORE_KEY_FILE_INSECURE";
+
 /// The Azure connection string variable (`AccountName=...;AccountKey=...` or
 /// `...;SharedAccessSignature=...`).
 pub const AZURE_CONNECTION_STRING_ENV: &str = "AZURE_STORAGE_CONNECTION_STRING";
@@ -30,8 +35,11 @@ pub const AZURE_KEY_ENV: &str = "AZURE_STORAGE_KEY";
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
-    /// A file holding the current encryption key (32 raw bytes or base64), used instead
-    /// of [`KEY_ENV`].
+    /// A file holding the current encryption key, used instead of [`KEY_ENV`]: base64
+    /// text of 32 bytes, or 32 raw binary bytes (see `cert_encrypted::SecretKey::from_file`
+    /// for how the two are told apart; a 32-character passphrase is refused). The file
+    /// must not be readable or writable by its group or others unless
+    /// [`allow_open_key_file`](OpenOptions::allow_open_key_file) is set.
     pub key_file: Option<PathBuf>,
     /// Files holding previous keys, added to those in [`PREVIOUS_KEYS_ENV`].
     pub previous_key_files: Vec<PathBuf>,
@@ -41,6 +49,11 @@ pub struct OpenOptions {
     /// Let `encrypted+` storages read values that were stored unencrypted (and re-key
     /// seal them); see `Encrypted::with_plaintext_migration`.
     pub plaintext_migration: bool,
+    /// Accept key files that their group or others may read or write. Also turned on by
+    /// the environment variable `CERTSTORE_KEY_FILE_INSECURE=1`, for secret mounts whose
+    /// mode cannot be changed (prefer a mode of `0400`, such as Kubernetes'
+    /// `defaultMode: 0400`).
+    pub allow_open_key_file: bool,
 }
 
 impl OpenOptions {
@@ -59,6 +72,12 @@ impl OpenOptions {
     /// Creates a missing bucket or container.
     pub fn with_create(mut self, create: bool) -> Self {
         self.create = create;
+        self
+    }
+
+    /// Accepts key files that their group or others may read or write.
+    pub fn with_allow_open_key_file(mut self, on: bool) -> Self {
+        self.allow_open_key_file = on;
         self
     }
 
@@ -530,12 +549,45 @@ fn parse_connection_string(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether key files open to their group or others are accepted: by the options, or by
+/// [`KEY_FILE_INSECURE_ENV`] set to `1` (or `true`, `yes`).
+#[cfg(feature = "encrypted")]
+fn open_key_files_allowed(options: &OpenOptions) -> bool {
+    options.allow_open_key_file
+        || std::env::var(KEY_FILE_INSECURE_ENV)
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// Reads a key file, naming `what` (the current or a previous key) in errors.
+#[cfg(feature = "encrypted")]
+fn key_from_file(
+    path: &std::path::Path,
+    allow_open: bool,
+    what: &str,
+) -> Result<cert_encrypted::SecretKey, OpenError> {
+    use cert_encrypted::{KeyError, SecretKey};
+    let read = if allow_open {
+        SecretKey::from_file_allowing_open_mode(path)
+    } else {
+        SecretKey::from_file(path)
+    };
+    read.map_err(|err| {
+        let hint = match err {
+            KeyError::TooOpen { .. } => format!(
+                " (or set {KEY_FILE_INSECURE_ENV}=1 to accept it, for a secret mount whose mode cannot be changed)"
+            ),
+            _ => String::new(),
+        };
+        OpenError::Key(format!("cannot use the {what} key file: {err}{hint}"))
+    })
+}
+
 #[cfg(feature = "encrypted")]
 fn key_ring(options: &OpenOptions) -> Result<cert_encrypted::KeyRing, OpenError> {
     use cert_encrypted::{KeyRing, SecretKey};
+    let allow_open = open_key_files_allowed(options);
     let current = match &options.key_file {
-        Some(path) => SecretKey::from_file(path)
-            .map_err(|err| OpenError::Key(format!("cannot use the key file: {err}")))?,
+        Some(path) => key_from_file(path, allow_open, "current")?,
         None => match std::env::var(KEY_ENV) {
             Ok(text) => {
                 let text = zeroize::Zeroizing::new(text);
@@ -572,11 +624,49 @@ fn key_ring(options: &OpenOptions) -> Result<cert_encrypted::KeyRing, OpenError>
         }
     }
     for path in &options.previous_key_files {
-        let key = SecretKey::from_file(path)
-            .map_err(|err| OpenError::Key(format!("cannot use the previous key file: {err}")))?;
+        let key = key_from_file(path, allow_open, "previous")?;
         ring = ring
             .with_previous(key)
             .map_err(|err| OpenError::Key(format!("previous key file: {err}")))?;
     }
     Ok(ring)
+}
+
+#[cfg(all(test, feature = "encrypted", unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// The old code opened with a key file readable by everyone.
+    #[test]
+    fn open_key_files_are_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{B64}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let options = OpenOptions::default().with_key_file(&path);
+        // The environment override is read by `open_key_files_allowed`; this test
+        // leaves the environment alone and uses the option.
+        let err = key_from_file(&path, false, "current")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode 644"), "{err}");
+        assert!(err.contains(KEY_FILE_INSECURE_ENV), "{err}");
+        assert!(!err.contains(B64), "{err}");
+        if std::env::var_os(KEY_FILE_INSECURE_ENV).is_none() {
+            assert!(key_ring(&options).is_err());
+        }
+        let ring = key_ring(&options.clone().with_allow_open_key_file(true)).unwrap();
+        assert_eq!(ring.ids().len(), 1);
+        let previous = OpenOptions::default()
+            .with_allow_open_key_file(false)
+            .with_previous_key_file(&path);
+        let err = key_from_file(&previous.previous_key_files[0], false, "previous")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("previous key file"), "{err}");
+    }
 }

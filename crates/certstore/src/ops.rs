@@ -5,12 +5,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cert_core::record::{self, Expiry};
 use cert_core::{Error, LockOptions, Locker, keys, try_lock};
+use certstore::StorageUrl;
 use certstore::inventory;
-use certstore::migrate::{MigrateOptions, MigrateReport, migrate};
+use certstore::migrate::{MigrateOptions, MigrateReport, migrate, same_storage};
 use serde_json::json;
 
 use crate::output::{
-    CliError, CliResult, confirm, human, now_unix, parse_duration, print_json, progress_bar, table,
+    CliError, CliResult, confirm, human, now_unix, parse_duration, print_json, printable,
+    progress_bar, table,
 };
 use crate::{Global, StorageArg};
 
@@ -30,27 +32,64 @@ pub struct MigrateArgs {
     /// Keys copied at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Required to copy from an encrypted storage to one that is not: the copies are
+    /// written decrypted (private keys in plain text).
+    #[arg(long)]
+    decrypt: bool,
+}
+
+/// Refuses a migration onto its own source (any spelling of the same storage, with or
+/// without `encrypted+`: copying an encrypted storage onto its plain self would replace
+/// every sealed value by its plain text), and a decrypting one without `--decrypt`.
+/// Checked before either storage is opened, so a refused command creates nothing.
+fn check_migration(args: &MigrateArgs) -> CliResult {
+    // A URL that does not parse is reported by `open`, with its own message.
+    let (Ok(from), Ok(to)) = (StorageUrl::parse(&args.from), StorageUrl::parse(&args.to)) else {
+        return Ok(());
+    };
+    if same_storage(&from, &to) {
+        return Err(CliError::usage(format!(
+            "{from} and {to} are the same storage; migrate copies between two storages (to \
+             re-seal a storage under a new key, use `certstore rekey`)"
+        )));
+    }
+    if from.is_encrypted() && !to.is_encrypted() && !args.dry_run && !args.decrypt {
+        return Err(CliError::usage(format!(
+            "{from} is encrypted and {to} is not: the copies would hold private keys in plain \
+             text; pass --decrypt to mean it, or use encrypted+{to}"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn migrate_cmd(global: &Global, args: MigrateArgs) -> CliResult {
+    check_migration(&args)?;
     let from = global.open(&args.from).await?;
     let to = global.open(&args.to).await?;
-    if from.url.redacted() == to.url.redacted() {
-        return Err(CliError::usage(
-            "the source and the destination are the same storage",
-        ));
-    }
     let options = MigrateOptions::default()
         .with_prefix(args.prefix.trim_end_matches('/'))
         .with_dry_run(args.dry_run)
         .with_concurrency(args.concurrency);
     let bar = progress_bar(global.quiet, "copying");
     let started = Instant::now();
+    let source = from.url.to_string();
     let report = migrate(
         Arc::clone(&from.store),
         Arc::clone(&to.store),
         &options,
         |p: &MigrateReport| {
+            if let Some(lock) = &p.waiting_for {
+                // Printed even with --quiet: without it a wait looks like a hang.
+                bar.suspend(|| {
+                    eprintln!(
+                        "waiting for the lock {} on {source}: a `certstore clean` or a server \
+                         cleaning holds it (or held it and died: it expires by itself); \
+                         giving up after 60s",
+                        printable(lock)
+                    );
+                });
+                return;
+            }
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
         },
@@ -64,7 +103,11 @@ pub async fn migrate_cmd(global: &Global, args: MigrateArgs) -> CliResult {
         err => CliError::storage("migration stopped", &err),
     })?;
     for (key, reason) in &report.failed {
-        eprintln!("failed: {key}: {}", crate::output::scrub(reason));
+        eprintln!(
+            "failed: {}: {}",
+            printable(key),
+            printable(&crate::output::scrub(reason))
+        );
     }
     let verb = if args.dry_run { "would copy" } else { "copied" };
     println!(
@@ -178,7 +221,7 @@ pub async fn locks(global: &Global, args: LocksArgs) -> CliResult {
         return print_json(&json!(items));
     }
     if locks.is_empty() {
-        println!("no locks held in {}", opened.description);
+        println!("no locks held in {}", printable(&opened.description));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = locks
@@ -235,7 +278,8 @@ pub async fn unlock(global: &Global, args: UnlockArgs) -> CliResult {
         confirm(
             &format!(
                 "remove lock {} held by {}? Its holder loses mutual exclusion. [y/N] ",
-                held.name, held.token
+                printable(&held.name),
+                printable(&held.token)
             ),
             "refusing to remove a lock without confirmation: pass --yes",
         )?;
@@ -245,7 +289,7 @@ pub async fn unlock(global: &Global, args: UnlockArgs) -> CliResult {
         .await
         .map_err(|err| CliError::storage("cannot remove the lock", &err))?;
     if removed {
-        println!("removed lock {}", args.name);
+        println!("removed lock {}", printable(&args.name));
         Ok(())
     } else {
         Err(CliError::usage(format!(
@@ -322,13 +366,13 @@ async fn clean_locked(opened: &certstore::Opened, args: &CleanArgs) -> CliResult
                 removed += 1;
                 println!(
                     "{verb} {} (expired {})",
-                    id.prefix(),
+                    printable(&id.prefix()),
                     inventory::format_time(not_after)
                 );
             }
             Expiry::Busy { not_after } => println!(
                 "skipped {} (expired {}): a node holds its lock; left for the next run",
-                id.prefix(),
+                printable(&id.prefix()),
                 inventory::format_time(not_after)
             ),
             _ => {}
@@ -346,7 +390,7 @@ async fn clean_locked(opened: &certstore::Opened, args: &CleanArgs) -> CliResult
                     .map(|lock| lock.name)
                     .collect();
                 for name in &expired {
-                    println!("{verb} expired lock {name}");
+                    println!("{verb} expired lock {}", printable(name));
                 }
                 expired.len().to_string()
             }

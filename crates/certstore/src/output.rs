@@ -108,8 +108,41 @@ pub async fn open(url: &str, options: &OpenOptions) -> CliResult<Opened> {
     Ok(certstore::open(url, options).await?)
 }
 
-/// Aligned columns with a header line, two spaces apart.
+/// `text` made safe to print on a terminal: control characters (C0, DEL, C1) and the
+/// invisible characters that reorder or hide text (bidirectional overrides and isolates,
+/// zero-width characters) are written as Rust escapes such as `\u{1b}`.
+///
+/// Certificate subjects and names, storage keys and lock tokens come from whoever wrote
+/// the storage or the certificate: printed raw, an escape sequence in them could move the
+/// cursor, rewrite earlier lines or change the terminal's title. Every human printer
+/// passes such text through here; JSON output is escaped by its encoder instead.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let hidden = matches!(
+            c,
+            '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        );
+        if c.is_control() || hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Aligned columns with a header line, two spaces apart. Every cell goes through
+/// [`printable`].
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| printable(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -230,6 +263,81 @@ pub fn human(duration: std::time::Duration) -> String {
     }
 }
 
+/// How long until `not_after` (seconds since the epoch) from `now`: whole days (`89 days`),
+/// hours under two days (`23h`), since a fresh one-day certificate is not "0 days" from
+/// expiry; `expired` once past.
+pub fn time_left(not_after: i64, now: i64) -> String {
+    let left = not_after.saturating_sub(now);
+    if left <= 0 {
+        "expired".to_owned()
+    } else if left < 2 * 86_400 {
+        format!("{}h", left / 3600)
+    } else {
+        format!("{} days", left / 86_400)
+    }
+}
+
+/// 32 random hex digits for file and directory names others must not guess. The
+/// standard library's hasher keys are random per process; hashing the time and a counter
+/// with fresh ones gives unpredictable names without a random number crate.
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut halves = [0u64; 2];
+    for half in &mut halves {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u64(count);
+        hasher.write_u32(std::process::id());
+        *half = hasher.finish();
+    }
+    format!("{:016x}{:016x}", halves[0], halves[1])
+}
+
+/// The current time, seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
     cert_core::certificate::system_to_unix(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_terminal_controls_only() {
+        assert_eq!(printable("shop.example"), "shop.example");
+        assert_eq!(printable("ünïcødé 日本"), "ünïcødé 日本");
+        assert_eq!(
+            printable("a\u{1b}]0;owned\u{7}b\nc\u{9b}d\u{7f}"),
+            "a\\u{1b}]0;owned\\u{7}b\\u{a}c\\u{9b}d\\u{7f}"
+        );
+        assert_eq!(printable("evil\u{202e}moc.x"), "evil\\u{202e}moc.x");
+        let shown = table(&["NAME"], &[vec!["x\u{1b}[2Jy".to_owned()]]);
+        assert_eq!(shown, "NAME\nx\\u{1b}[2Jy\n");
+    }
+
+    #[test]
+    fn random_suffixes_differ() {
+        let (a, b) = (random_suffix(), random_suffix());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn time_left_shows_hours_under_two_days() {
+        let now = 1_000_000;
+        assert_eq!(time_left(now + 86_400, now), "24h");
+        assert_eq!(time_left(now + 86_400 - 1, now), "23h");
+        assert_eq!(time_left(now + 2 * 86_400 - 1, now), "47h");
+        assert_eq!(time_left(now + 2 * 86_400, now), "2 days");
+        assert_eq!(time_left(now + 90 * 86_400 + 5, now), "90 days");
+        assert_eq!(time_left(now, now), "expired");
+        assert_eq!(time_left(now - 10, now), "expired");
+    }
 }

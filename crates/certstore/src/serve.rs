@@ -1,6 +1,9 @@
 //! `certstore serve`: the HTTPS demo.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +14,9 @@ use cert_core::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::output::{CliError, CliResult};
+use crate::output::{CliError, CliResult, random_suffix};
 use crate::{Global, StorageArg};
 
 /// Arguments of `certstore serve`.
@@ -74,7 +78,55 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// Runs the server until Ctrl-C. It exits with an error only when it cannot listen: a
+/// A copy of the root CA certificate for clients (`curl --cacert`), when the storage
+/// holds none as a plain file. It lives in a new directory with a random name and mode
+/// 0700 under the temporary directory, so no other user can plant a link where it is
+/// written or swap the file a client then trusts; it is removed when dropped (the server
+/// stopping on Ctrl-C or SIGTERM, or failing).
+#[derive(Debug)]
+struct RootCopy {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl RootCopy {
+    /// Writes `pem` to `<base>/certstore-<random>/root.pem`.
+    fn write(base: &Path, pem: &str) -> std::io::Result<Self> {
+        let mut attempts = 0;
+        let dir = loop {
+            let dir = base.join(format!("certstore-{}", random_suffix()));
+            // Not recursive: creating fails when anything is already there.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempts < 3 => {
+                    attempts += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let copy = RootCopy {
+            path: dir.join("root.pem"),
+            dir,
+        };
+        // From here a failure drops `copy`, which removes the directory again.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&copy.path)?;
+        file.write_all(pem.as_bytes())?;
+        Ok(copy)
+    }
+}
+
+impl Drop for RootCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Runs the server until Ctrl-C or SIGTERM. It exits with an error only when it cannot listen: a
 /// name that cannot be served now (a storage outage, an issuer failing) is logged and
 /// left to the engine, which retries it with backoff while the other names are served.
 pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
@@ -83,6 +135,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
         |err: std::io::Error| CliError::usage(format!("cannot listen on {}: {err}", args.listen));
     let listener = TcpListener::bind(args.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
+
+    // Both stop signals are caught from the start, so that stopping the server at any
+    // moment still runs the clean-up (the root copy is removed by its destructor).
+    let signal_error =
+        |err: std::io::Error| CliError::failed(format!("cannot handle stop signals: {err}"));
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
 
     let opened = global.open(&args.storage.storage).await?;
     let storage: Arc<dyn Store> = Arc::clone(&opened.store);
@@ -143,19 +202,20 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
         .as_ref()
         .filter(|_| !opened.url.is_encrypted())
         .map(|root| root.join(ca.root_key()));
+    let mut root_copy = None;
     let root_shown = match (root_path, root_pem) {
         (Some(path), _) if path.exists() => path.display().to_string(),
-        (_, Some(root_pem)) => {
-            let fallback =
-                std::env::temp_dir().join(format!("certstore-root-{}.pem", std::process::id()));
-            match std::fs::write(&fallback, &root_pem) {
-                Ok(()) => fallback.display().to_string(),
-                Err(err) => {
-                    tracing::warn!(path = %fallback.display(), error = %err, "cannot write the root certificate");
-                    "(not written)".to_owned()
-                }
+        (_, Some(root_pem)) => match RootCopy::write(&std::env::temp_dir(), &root_pem) {
+            Ok(copy) => {
+                let shown = copy.path.display().to_string();
+                root_copy = Some(copy);
+                shown
             }
-        }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot write the root certificate to a temporary directory");
+                "(not written)".to_owned()
+            }
+        },
         (_, None) => "(not available yet)".to_owned(),
     };
     let host = args.domains.first().map_or("localhost", String::as_str);
@@ -185,14 +245,15 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
                     }
                 });
             }
-            _ = tokio::signal::ctrl_c() => {
-                println!("shutting down");
-                managing.abort();
-                manager.stop();
-                return Ok(());
-            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
         }
     }
+    println!("shutting down");
+    managing.abort();
+    manager.stop();
+    drop(root_copy);
+    Ok(())
 }
 
 async fn answer(
@@ -267,6 +328,26 @@ fn html_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_root_copy_is_private_unguessable_and_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let copy = RootCopy::write(base.path(), "PEM").unwrap();
+        let (dir, path) = (copy.dir.clone(), copy.path.clone());
+        assert_eq!(dir.parent(), Some(base.path()));
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("certstore-") && name.len() > 30, "{name}");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "PEM");
+        let other = RootCopy::write(base.path(), "PEM").unwrap();
+        assert_ne!(other.dir, dir, "each server gets its own directory");
+        drop(copy);
+        assert!(!dir.exists(), "dropping the copy removes it");
+        assert!(other.path.exists());
+    }
 
     #[test]
     fn durations_need_a_number_and_a_unit() {

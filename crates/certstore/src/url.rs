@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::redact::{percent_decode, redact};
+use crate::redact::{Parts, encode_userinfo, percent_decode, redact};
 
 /// The backend a storage URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,6 +185,11 @@ impl fmt::Debug for Target {
 /// Parameters not listed are passed to the Redis client or SQL driver for those
 /// backends (`sslmode=require`, ...), and refused for S3 and Azure. `Debug` and
 /// [`redacted`](StorageUrl::redacted) never show secrets.
+///
+/// A password may be written without percent-encoding, even with `/`, `?`, `#` or `@`:
+/// the user-info part ends at the last `@` (see [`redact`]), and the URL handed to the
+/// driver has it encoded. An `@` elsewhere (in a query value) must then be written
+/// `%40`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StorageUrl {
     raw: String,
@@ -264,10 +269,24 @@ fn parse_bool(raw: &str, name: &str, value: &str) -> Result<bool, UrlError> {
 
 /// Removes certstore's own parameters (`names`) from `url`'s query; returns the URL
 /// without them and their values.
+///
+/// The user-info part ends at the last `@` (see [`redact`]) and is handed on with `/`,
+/// `?`, `#` and `@` percent-encoded, so the driver reads an unencoded password as it was
+/// meant; the query starts at the first `?` after it. A URL that a strict parser reads
+/// the same way comes out unchanged.
 fn take_params(url: &str, names: &[&str]) -> (String, Vec<(String, String)>) {
-    let (base, query) = match url.split_once('?') {
+    let (head, rest) = match Parts::split(url) {
+        Some(Parts {
+            scheme,
+            userinfo: Some(userinfo),
+            rest,
+        }) => (format!("{scheme}://{}@", encode_userinfo(userinfo)), rest),
+        Some(Parts { scheme, rest, .. }) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let (base, query) = match rest.split_once('?') {
         Some((base, query)) => (base, query),
-        None => return (url.to_owned(), Vec::new()),
+        None => return (format!("{head}{rest}"), Vec::new()),
     };
     let mut kept = Vec::new();
     let mut taken = Vec::new();
@@ -281,9 +300,9 @@ fn take_params(url: &str, names: &[&str]) -> (String, Vec<(String, String)>) {
         }
     }
     let url = if kept.is_empty() {
-        base.to_owned()
+        format!("{head}{base}")
     } else {
-        format!("{base}?{}", kept.join("&"))
+        format!("{head}{base}?{}", kept.join("&"))
     };
     (url, taken)
 }
@@ -481,21 +500,26 @@ impl StorageUrl {
 
     /// The secret parts of the URL (a password, query values that are not known to be
     /// harmless), so a caller can scrub them from messages produced by client libraries.
+    ///
+    /// A password is listed as written, percent-decoded and in the form handed to the
+    /// driver (see [`redact`] for where the user-info part ends).
     pub fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();
         let body = self.raw.strip_prefix("encrypted+").unwrap_or(&self.raw);
-        if let Some((_, rest)) = body.split_once("://") {
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            if let Some(at) = rest[..authority_end].rfind('@') {
-                let userinfo = &rest[..at];
-                let secret = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
-                if !secret.is_empty() {
+        let rest = match Parts::split(body) {
+            Some(parts) => {
+                if let Some((_, secret)) = parts.credentials()
+                    && !secret.is_empty()
+                {
                     out.push(secret.to_owned());
                     out.push(percent_decode(secret));
+                    out.push(encode_userinfo(secret));
                 }
+                parts.rest
             }
-        }
-        if let Some((_, query)) = body.split_once('?') {
+            None => body,
+        };
+        if let Some((_, query)) = rest.split_once('?') {
             let redacted = redact(body);
             for (_, value) in query_pairs(query) {
                 if value.len() >= 3 && !redacted.contains(&value) {
@@ -506,6 +530,55 @@ impl StorageUrl {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The hosts a Redis or SQL URL connects to (PostgreSQL allows several, comma
+    /// separated), without ports; empty for other backends and for SQLite or a socket
+    /// path given in the query.
+    pub fn hosts(&self) -> Vec<String> {
+        let url = match &self.target {
+            Target::Redis { url, .. } => url,
+            Target::Sql { url, .. } if self.backend() != Backend::Sqlite => url,
+            _ => return Vec::new(),
+        };
+        // The driver URL's user-info is percent-encoded (see `take_params`), so its
+        // authority ends at the first `/`, `?` or `#`.
+        if let Ok(parsed) = ::url::Url::parse(url) {
+            return match parsed.host() {
+                Some(::url::Host::Domain(host)) => host.split(',').map(percent_decode).collect(),
+                Some(::url::Host::Ipv4(ip)) => vec![ip.to_string()],
+                Some(::url::Host::Ipv6(ip)) => vec![ip.to_string()],
+                None => Vec::new(),
+            }
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
+        }
+        // Several hosts with ports, which the parser refuses: split them by hand.
+        let after = url.split_once("://").map_or("", |(_, after)| after);
+        let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        hosts
+            .split(',')
+            .map(|one| match one.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+                None => percent_decode(one.rsplit_once(':').map_or(one, |(h, _)| h)),
+            })
+            .filter(|h| !h.is_empty())
+            .collect()
+    }
+
+    /// The driver parameters of a Redis or SQL URL (its query, certstore's own
+    /// parameters removed), decoded; empty for other backends.
+    pub fn driver_params(&self) -> Vec<(String, String)> {
+        let url = match &self.target {
+            Target::Redis { url, .. } | Target::Sql { url, .. } => url,
+            _ => return Vec::new(),
+        };
+        let rest = Parts::split(url).map_or(url.as_str(), |parts| parts.rest);
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        let query = query.split('#').next().unwrap_or_default();
+        query_pairs(query)
     }
 }
 
@@ -664,5 +737,83 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
         let sas = StorageUrl::parse("postgres://h/c?password=topsecret").unwrap();
         assert!(sas.secrets().contains(&"topsecret".to_owned()));
+    }
+
+    /// A password with an unencoded `/`, `?` or `#`: the old code cut the user-info
+    /// short, printed the rest and listed only a fragment of it as a secret.
+    #[test]
+    fn unencoded_passwords_are_read_as_meant() {
+        let url = StorageUrl::parse("redis://:S3C/RET?x#y@127.0.0.1:6379/0?namespace=p").unwrap();
+        assert_eq!(
+            url.target(),
+            &Target::Redis {
+                url: "redis://:S3C%2FRET%3Fx%23y@127.0.0.1:6379/0".into(),
+                namespace: "p".into()
+            }
+        );
+        assert_eq!(url.to_string(), "redis://:***@127.0.0.1:6379/0?namespace=p");
+        assert!(url.secrets().contains(&"S3C/RET?x#y".to_owned()));
+        assert!(url.secrets().contains(&"S3C%2FRET%3Fx%23y".to_owned()));
+        assert_eq!(url.hosts(), vec!["127.0.0.1".to_owned()]);
+        let sql =
+            StorageUrl::parse("postgres://app:a?b@db/c?sslmode=require&table_prefix=t").unwrap();
+        assert_eq!(
+            sql.target(),
+            &Target::Sql {
+                url: "postgres://app:a%3Fb@db/c?sslmode=require".into(),
+                namespace: String::new(),
+                table_prefix: Some("t".into())
+            }
+        );
+        assert_eq!(
+            sql.driver_params(),
+            vec![("sslmode".to_owned(), "require".to_owned())]
+        );
+        // A password cut short by a strict parser (the path would hold an `@`).
+        assert_eq!(
+            target("redis://u:123/x@h/0"),
+            Target::Redis {
+                url: "redis://u:123%2Fx@h/0".into(),
+                namespace: "certstore".into()
+            }
+        );
+    }
+
+    /// The last `@` ends the user-info, so an `@` in a query value must be written
+    /// `%40`; so written, the URL reaches the driver unchanged.
+    #[test]
+    fn an_at_sign_in_a_query_value_is_encoded() {
+        let url =
+            StorageUrl::parse("postgres://u:pw@db/c?application_name=me%40x&namespace=n").unwrap();
+        assert_eq!(
+            url.target(),
+            &Target::Sql {
+                url: "postgres://u:pw@db/c?application_name=me%40x".into(),
+                namespace: "n".into(),
+                table_prefix: None
+            }
+        );
+        assert_eq!(url.hosts(), vec!["db".to_owned()]);
+        assert_eq!(url.secrets(), vec!["pw".to_owned()]);
+        let unencoded = StorageUrl::parse("postgres://u:pw@db/c?application_name=me@x").unwrap();
+        assert_eq!(unencoded.to_string(), "postgres://u:***@x");
+        assert!(!format!("{unencoded:?}").contains("pw"));
+    }
+
+    #[test]
+    fn hosts_of_network_backends() {
+        let hosts = |url: &str| StorageUrl::parse(url).unwrap().hosts();
+        assert_eq!(
+            hosts("rediss://u:p@cache.internal:6380"),
+            vec!["cache.internal"]
+        );
+        assert_eq!(hosts("mysql://r:p@[::1]:3306/c"), vec!["::1"]);
+        assert_eq!(
+            hosts("postgres://u:p@h1:5432,h2:5433/db"),
+            vec!["h1".to_owned(), "h2".to_owned()]
+        );
+        assert!(hosts("sqlite:///tmp/x.db").is_empty());
+        assert!(hosts("s3://bucket").is_empty());
+        assert!(hosts("postgres:///db?host=/run/postgresql").is_empty());
     }
 }

@@ -188,7 +188,7 @@ async fn import_ls_show_export_on_files() {
     let ls = run(&["ls", "--storage", &store]).ok();
     let header = ls.stdout.lines().next().unwrap();
     assert!(
-        header.starts_with("NAME") && header.contains("DAYS LEFT"),
+        header.starts_with("NAME") && header.contains("TIME LEFT"),
         "{header}"
     );
     assert!(
@@ -507,6 +507,8 @@ async fn encrypting_migration_and_key_rotation() {
     // Rotate: B becomes current, A stays readable until everything is re-sealed.
     let key_file = dir.path().join("b.key");
     std::fs::write(&key_file, KEY_B).unwrap();
+    // Key files must be private to their owner.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let rotating = [("CERTSTORE_PREVIOUS_KEYS", KEY_A)];
     let doctor = run_env(
         &rotating,
@@ -567,7 +569,7 @@ async fn encrypting_migration_and_key_rotation() {
     assert_eq!(doctor["ok"], true, "{doctor}");
     run_env(&a, &["ls", "--storage", &sealed]).fails(2);
     let back = dir.path().join("back");
-    run_env(&b, &["migrate", &sealed, &path(&back)]).ok();
+    run_env(&b, &["migrate", "--decrypt", &sealed, &path(&back)]).ok();
     assert_eq!(dump(&FileStorage::new(&back)).await, original);
     run(&["rekey", "--storage", &path(&source)]).fails(2);
 }
@@ -794,7 +796,9 @@ async fn clean_removes_only_certificates_expired_past_the_grace() {
         "{}",
         far.stdout
     );
-    run(&["clean", "--grace", "soon", "--storage", &store]).fails(2);
+    let bad = run(&["clean", "--grace", "soon", "--storage", &store]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("\"soon\""), "{}", bad.stderr);
 }
 
 #[tokio::test]

@@ -74,7 +74,15 @@ fn leaf_serial(chain_pem: &str) -> String {
 fn import(store: &Path, cert: &Path, key: &Path, delay_ms: u64) -> Child {
     command()
         .env("CERTSTORE_DRILL_WRITE_DELAY_MS", delay_ms.to_string())
-        .args(["import", "--issuer", "local", "--name", NAME, "--storage"])
+        .args([
+            "import",
+            "--force",
+            "--issuer",
+            "local",
+            "--name",
+            NAME,
+            "--storage",
+        ])
         .arg(store)
         .arg("--cert")
         .arg(cert)

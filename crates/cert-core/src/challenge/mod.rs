@@ -43,7 +43,8 @@ mod http01;
 mod tls_alpn01;
 
 pub use dns01::{ChallTestSrvDns, DnsProvider, dns01_record_name};
-pub use http::{HttpResponse, http_request};
+pub(crate) use http::check_roots_pem;
+pub use http::{HttpClient, HttpResponse, http_request};
 pub use http01::{HTTP01_PREFIX, Http01Handler};
 pub use tls_alpn01::{ACME_TLS_ALPN, tls_alpn01_certificate};
 

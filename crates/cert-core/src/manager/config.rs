@@ -115,15 +115,42 @@ pub type OnDemandDecision =
 /// managed ([`CertManager::prepare_handshake`](super::CertManager::prepare_handshake)). A name is allowed only when the decision
 /// function (if any) and the "ask" URL (if any) both allow it; with neither, nothing is
 /// allowed. A denied name never touches storage or the CA.
+///
+/// The policy is guarded against floods of unknown server names (anyone can send any SNI):
+/// concurrent handshakes for one name share one decision, a denial is remembered for
+/// [`deny_ttl`](Self::deny_ttl), and at most
+/// [`max_concurrent_asks`](Self::max_concurrent_asks) decisions run at once; a handshake
+/// beyond that is refused at once instead of waiting.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct OnDemandConfig {
     /// The decision function.
     pub decide: Option<OnDemandDecision>,
-    /// A URL asked with `GET <url>?domain=<name>` (plain `http://`); any 2xx allows.
+    /// A URL asked with `GET <url>?domain=<name>`, `http://` or `https://`; any 2xx
+    /// allows. An `https://` server is verified against the operating system's roots and
+    /// [`ask_root_pem`](Self::ask_root_pem).
     pub ask_url: Option<String>,
     /// How long the ask URL may take. Default 5 s.
     pub ask_timeout: Duration,
+    /// Extra roots (PEM) trusted for an `https://` ask URL besides the operating system's:
+    /// a private CA. Set it with [`with_ask_root_pem`](Self::with_ask_root_pem), which
+    /// checks it; an unusable value set directly is ignored with an error logged, so such
+    /// a server fails verification and every name is denied.
+    pub ask_root_pem: Option<String>,
+    /// How long a denial (by the decision function, or an answer of the ask URL other than
+    /// 2xx and 5xx) is remembered: the same name is refused without asking again until
+    /// then. A failure of the ask URL (unreachable, too slow, 5xx) also refuses, but is
+    /// not remembered, so an outage of the ask service does not lock names out. Zero
+    /// remembers nothing. Default 5 minutes.
+    pub deny_ttl: Duration,
+    /// The most denials remembered; when full, the oldest is forgotten first. Default
+    /// 10,000.
+    pub deny_cache_size: usize,
+    /// The most decisions (decision function and ask URL) running at once, for different
+    /// names. A handshake for another new name beyond it is refused without asking (and
+    /// the refusal is not remembered), so a flood of names cannot queue up behind the ask
+    /// URL. Default 16.
+    pub max_concurrent_asks: usize,
     /// At most this many new certificates per `rate_interval`. Default 10.
     pub rate_limit: u32,
     /// The rate-limit interval. Default 1 minute.
@@ -144,6 +171,11 @@ impl fmt::Debug for OnDemandConfig {
         f.debug_struct("OnDemandConfig")
             .field("decide", &self.decide.is_some())
             .field("ask_url", &self.ask_url)
+            .field("ask_timeout", &self.ask_timeout)
+            .field("ask_root_pem", &self.ask_root_pem.is_some())
+            .field("deny_ttl", &self.deny_ttl)
+            .field("deny_cache_size", &self.deny_cache_size)
+            .field("max_concurrent_asks", &self.max_concurrent_asks)
             .field("rate_limit", &self.rate_limit)
             .field("rate_interval", &self.rate_interval)
             .field("handshake_timeout", &self.handshake_timeout)
@@ -159,6 +191,10 @@ impl Default for OnDemandConfig {
             decide: None,
             ask_url: None,
             ask_timeout: Duration::from_secs(5),
+            ask_root_pem: None,
+            deny_ttl: Duration::from_secs(300),
+            deny_cache_size: 10_000,
+            max_concurrent_asks: 16,
             rate_limit: 10,
             rate_interval: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(60),
@@ -182,6 +218,39 @@ impl OnDemandConfig {
     /// Allowing names for which `GET url?domain=<name>` answers 2xx.
     pub fn with_ask_url(mut self, url: impl Into<String>) -> Self {
         self.ask_url = Some(url.into());
+        self
+    }
+
+    /// Gives the ask URL at most `timeout` to answer.
+    pub fn with_ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Also trusts the certificates of `pem` as roots for an `https://` ask URL. Fails when
+    /// `pem` holds no usable certificate.
+    pub fn with_ask_root_pem(mut self, pem: impl Into<String>) -> std::io::Result<Self> {
+        let pem = pem.into();
+        crate::challenge::check_roots_pem(&pem)?;
+        self.ask_root_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// Remembers a denial for `ttl` (zero: not at all).
+    pub fn with_deny_ttl(mut self, ttl: Duration) -> Self {
+        self.deny_ttl = ttl;
+        self
+    }
+
+    /// Remembers at most `entries` denials.
+    pub fn with_deny_cache_size(mut self, entries: usize) -> Self {
+        self.deny_cache_size = entries;
+        self
+    }
+
+    /// Runs at most `limit` decisions at once (at least 1).
+    pub fn with_max_concurrent_asks(mut self, limit: usize) -> Self {
+        self.max_concurrent_asks = limit.max(1);
         self
     }
 
@@ -221,5 +290,27 @@ mod tests {
         let delays: Vec<u64> = (1..=6).map(|n| retry.delay(n).as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
         assert_eq!(retry.delay(u32::MAX), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn on_demand_flood_guards_have_defaults_and_builders() {
+        let config = OnDemandConfig::default();
+        assert_eq!(config.deny_ttl, Duration::from_secs(300));
+        assert_eq!(config.deny_cache_size, 10_000);
+        assert_eq!(config.max_concurrent_asks, 16);
+        assert!(config.ask_root_pem.is_none());
+        let config = config
+            .with_deny_ttl(Duration::from_secs(1))
+            .with_deny_cache_size(3)
+            .with_max_concurrent_asks(0)
+            .with_ask_timeout(Duration::from_millis(10));
+        assert_eq!(config.deny_ttl, Duration::from_secs(1));
+        assert_eq!(config.deny_cache_size, 3);
+        assert_eq!(
+            config.max_concurrent_asks, 1,
+            "at least one decision can run"
+        );
+        assert_eq!(config.ask_timeout, Duration::from_millis(10));
+        assert!(OnDemandConfig::default().with_ask_root_pem("junk").is_err());
     }
 }

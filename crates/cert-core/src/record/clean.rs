@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{CertificateId, RecordState, load_certificate, remove_certificate};
-use crate::{Error, LockOptions, Locker, Result, Storage, Store, keys, try_lock};
+use crate::{Error, LockOptions, Locker, Result, Storage, Store, try_lock};
 
 /// What [`remove_expired`] did with one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub async fn expired_before(
 }
 
 /// Removes the record `id` when it is expired by [`expired_before`], under its name's
-/// issuance lock ([`keys::issue_lock`]): one attempt to take it (a held lock means a node
+/// issuance lock ([`CertificateId::issue_lock`]): one attempt to take it (a held lock means a node
 /// may be renewing the name, so it is left for the next pass), the rule checked again
 /// once the lock is held (it may have been renewed meanwhile), and every delete fenced by
 /// the lease. The engine's cleaning and `certstore clean` both use it.
@@ -56,7 +56,7 @@ pub async fn remove_expired(
         return Ok(Expiry::Kept);
     };
     let locker: Arc<dyn Locker> = store.clone();
-    let Some(guard) = try_lock(locker, &keys::issue_lock(&id.name), options).await? else {
+    let Some(guard) = try_lock(locker, &id.issue_lock(), options).await? else {
         return Ok(Expiry::Busy { not_after });
     };
     let result = async {

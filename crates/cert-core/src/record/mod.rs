@@ -84,6 +84,12 @@ impl CertificateId {
         format!("{}/{}/{}", keys::CERTIFICATES, self.issuer, self.name)
     }
 
+    /// The name of the issuance lock that guards this record (the engine's
+    /// [`keys::issue_lock`] for its server name).
+    pub fn issue_lock(&self) -> String {
+        keys::issue_lock_of_segment(&self.name)
+    }
+
     /// The bundle: the record itself.
     pub fn bundle_key(&self) -> String {
         self.part(BUNDLE)
@@ -183,7 +189,9 @@ pub(crate) async fn load_part(
 ) -> Result<std::result::Result<Option<Vec<u8>>, String>> {
     match storage.load_opt(key).await {
         Ok(value) => Ok(Ok(value)),
-        Err(err @ Error::Corrupt { .. }) => Ok(Err(err.to_string())),
+        // One value's damage (it fails to decrypt, it is too large to read back) belongs
+        // to its record; the storage itself is still fine.
+        Err(err @ (Error::Corrupt { .. } | Error::TooLarge { .. })) => Ok(Err(err.to_string())),
         Err(err) => Err(err),
     }
 }
