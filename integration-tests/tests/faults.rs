@@ -110,14 +110,18 @@ async fn rekey_after_every_write(backend: &dyn Backend) {
             .store(&account, b"{\"account\":1}")
             .await
             .unwrap();
-        let keys = store.list("", true).await.unwrap();
+        // The values, not the key-check entries the encrypted view keeps beside them.
+        let keys = sealed_old.list("", true).await.unwrap();
         let mut plain = Vec::new();
         for key in &keys {
             plain.push(sealed_old.load(key).await.unwrap());
         }
+        let rotated = Encrypted::new(faults.clone(), rotated_ring());
+        // The new key's check value is written once, before any re-sealing: not one of
+        // the writes counted below.
+        rotated.verify_keys().await.unwrap();
         let seeded = faults.writes();
 
-        let rotated = Encrypted::new(faults.clone(), rotated_ring());
         let Some(total_writes) = total else {
             // The first round is the healthy one that counts the writes.
             let done = rotated.rekey("", |_| {}).await.unwrap();

@@ -352,6 +352,42 @@ impl AzureStorage {
         }
     }
 
+    /// Whether the container exists: a request for its properties. A missing container
+    /// otherwise shows up as missing keys, so tools check it first.
+    pub async fn container_exists(&self) -> Result<bool> {
+        // A container SAS may not read the container's own properties: with the account
+        // key, the one request is signed with an account SAS, as for creating it.
+        match &self.inner.auth {
+            Auth::Key(key) => {
+                let mut url = self.inner.container_url.clone();
+                url.set_query(Some(&key.account_sas(
+                    url.scheme() == "https",
+                    SystemTime::now(),
+                    Duration::from_secs(3600),
+                )));
+                let container = BlobContainerClient::new(url, None, Some(client_options()))
+                    .map_err(|err| config_error(err.to_string()))?;
+                self.exists_with(&container).await
+            }
+            _ => {
+                let client = self.client();
+                self.exists_with(&client.container).await
+            }
+        }
+    }
+
+    async fn exists_with(&self, container: &BlobContainerClient) -> Result<bool> {
+        match self
+            .retry
+            .run("container properties", || container.get_properties(None))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(failure) if failure.status() == Some(404) => Ok(false),
+            Err(failure) => Err(failure.into_error(&self.inner.container, self.credential())),
+        }
+    }
+
     /// The container URL with the SAS requests currently carry, for handing to other tools
     /// (`None` with a token credential). It contains a signature: treat it as a secret.
     pub fn signed_container_url(&self) -> Option<String> {

@@ -259,6 +259,32 @@ impl S3Storage {
         &self.inner.client
     }
 
+    /// Whether the bucket exists (and the credentials may see it): a `HeadBucket` request.
+    /// A missing bucket otherwise shows up as missing keys, so tools check it first.
+    pub async fn bucket_exists(&self) -> Result<bool> {
+        let inner = &self.inner;
+        let result = inner
+            .retry
+            .run(|| async {
+                inner
+                    .client
+                    .head_bucket()
+                    .bucket(&inner.bucket)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(error::classify)
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(failure) => match failure.into_error(&inner.bucket, &inner.credentials) {
+                Error::NotFound { .. } => Ok(false),
+                err => Err(err),
+            },
+        }
+    }
+
     /// Creates the bucket unless it already exists and belongs to the caller. Meant for
     /// tests and first-time setup; production buckets are usually created elsewhere.
     pub async fn ensure_bucket(&self) -> Result<()> {

@@ -65,6 +65,23 @@ impl Sqlite {
         let options: SqliteConnectOptions = url.parse().map_err(err)?;
         let file = on_disk(url).then(|| options.get_filename().to_owned());
         if let Some(path) = &file {
+            // SQLite's own error for this ("unable to open database file") reads like an
+            // outage; a missing directory is a configuration mistake, said as such.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(cert_core::Error::backend(
+                    "sqlite",
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "cannot create the database {}: the directory {} does not exist",
+                            path.display(),
+                            dir.display()
+                        ),
+                    ),
+                ));
+            }
             create_private(path);
         }
         let options = options

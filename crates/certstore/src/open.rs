@@ -398,6 +398,16 @@ async fn open_plain(url: &StorageUrl, options: &OpenOptions) -> Result<Plain, Op
                 .map_err(storage_error)?;
             if options.create {
                 storage.ensure_bucket().await.map_err(storage_error)?;
+            } else if matches!(storage.bucket_exists().await, Ok(false)) {
+                // Otherwise every key would read as missing ("not found: ca/local/..."). A
+                // check that fails (credentials allowed objects but not the bucket, say)
+                // decides nothing: the first real request reports what is wrong.
+                return Err(OpenError::Config {
+                    url: shown.clone(),
+                    reason: format!(
+                        "the bucket {bucket:?} does not exist; create it, or pass --create"
+                    ),
+                });
             }
             let where_ = match endpoint {
                 Some(endpoint) => format!(" at {}", crate::redact(endpoint)),
@@ -426,6 +436,16 @@ async fn open_plain(url: &StorageUrl, options: &OpenOptions) -> Result<Plain, Op
                     .create_container_if_missing()
                     .await
                     .map_err(storage_error)?;
+            } else if matches!(storage.container_exists().await, Ok(false)) {
+                // Otherwise every key would read as missing ("not found: ca/local/..."). A
+                // check that fails (a SAS that may not read the container's properties)
+                // decides nothing: the first real request reports what is wrong.
+                return Err(OpenError::Config {
+                    url: shown.clone(),
+                    reason: format!(
+                        "the container {container:?} does not exist; create it, or pass --create"
+                    ),
+                });
             }
             let storage = Arc::new(storage);
             let mut plain = Plain::new(

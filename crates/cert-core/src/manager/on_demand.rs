@@ -100,8 +100,10 @@ pub(super) struct OnDemandState {
     pub(super) config: OnDemandConfig,
     /// Start of the current rate window and the certificates started in it.
     window: Mutex<(Instant, u32)>,
-    /// Names dropped after repeated failures, and until when they are not tried again.
-    dropped: Mutex<HashMap<String, Instant>>,
+    /// Names dropped after repeated failures, and until when they are not tried again
+    /// (bounded like the denials: pauses differ, so an entry may outlive its place in the
+    /// queue's order, but never the capacity).
+    dropped: Mutex<DenyCache>,
     /// Decisions in flight, one per name.
     deciding: Mutex<HashMap<String, Decision>>,
     /// Names denied recently.
@@ -131,7 +133,7 @@ impl OnDemandState {
         });
         OnDemandState {
             window: Mutex::new((Instant::now(), 0)),
-            dropped: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(DenyCache::new(config.deny_cache_size)),
             deciding: Mutex::new(HashMap::new()),
             denied: Mutex::new(DenyCache::new(config.deny_cache_size)),
             asks: Arc::new(Semaphore::new(config.max_concurrent_asks.max(1))),
@@ -238,15 +240,7 @@ impl OnDemandState {
 
     /// Whether `name` was dropped and its pause has not ended.
     fn is_dropped(&self, name: &str) -> bool {
-        let mut dropped = self.dropped.lock();
-        match dropped.get(name) {
-            Some(until) if Instant::now() < *until => true,
-            Some(_) => {
-                dropped.remove(name);
-                false
-            }
-            None => false,
-        }
+        self.dropped.lock().contains(name, Instant::now())
     }
 }
 
@@ -333,10 +327,8 @@ impl CertManager {
         let Some(on_demand) = self.inner.on_demand.lock().clone() else {
             return;
         };
-        on_demand
-            .dropped
-            .lock()
-            .insert(name.to_owned(), Instant::now() + pause);
+        let now = Instant::now();
+        on_demand.dropped.lock().insert(name, now + pause, now);
         let removed = self.inner.names.lock().remove(name).is_some();
         if removed {
             tracing::warn!(name, "on-demand name dropped after repeated failures");
