@@ -321,23 +321,28 @@ impl AzureStorage {
     /// account SAS for the one request; with a container SAS it needs a SAS allowed to
     /// create containers.
     pub async fn create_container_if_missing(&self) -> Result<()> {
-        let container = match &self.inner.auth {
-            Auth::Key(key) => {
-                let mut url = self.inner.container_url.clone();
-                url.set_query(Some(&key.account_sas(
-                    url.scheme() == "https",
-                    SystemTime::now(),
-                    Duration::from_secs(3600),
-                )));
-                BlobContainerClient::new(url, None, Some(client_options()))
-                    .map_err(|err| config_error(err.to_string()))?
-            }
-            _ => {
-                let client = self.client();
-                return self.create_with(&client.container).await;
-            }
+        match self.account_signed_container()? {
+            Some(container) => self.create_with(&container).await,
+            None => self.create_with(&self.client().container).await,
+        }
+    }
+
+    /// With an account key, a client for the container whose requests carry an account
+    /// SAS (good for one hour): what container-level requests need, which a container SAS
+    /// may not allow. `None` with other credentials.
+    fn account_signed_container(&self) -> Result<Option<BlobContainerClient>> {
+        let Auth::Key(key) = &self.inner.auth else {
+            return Ok(None);
         };
-        self.create_with(&container).await
+        let mut url = self.inner.container_url.clone();
+        url.set_query(Some(&key.account_sas(
+            url.scheme() == "https",
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        )));
+        BlobContainerClient::new(url, None, Some(client_options()))
+            .map(Some)
+            .map_err(|err| config_error(err.to_string()))
     }
 
     async fn create_with(&self, container: &BlobContainerClient) -> Result<()> {
@@ -357,22 +362,9 @@ impl AzureStorage {
     pub async fn container_exists(&self) -> Result<bool> {
         // A container SAS may not read the container's own properties: with the account
         // key, the one request is signed with an account SAS, as for creating it.
-        match &self.inner.auth {
-            Auth::Key(key) => {
-                let mut url = self.inner.container_url.clone();
-                url.set_query(Some(&key.account_sas(
-                    url.scheme() == "https",
-                    SystemTime::now(),
-                    Duration::from_secs(3600),
-                )));
-                let container = BlobContainerClient::new(url, None, Some(client_options()))
-                    .map_err(|err| config_error(err.to_string()))?;
-                self.exists_with(&container).await
-            }
-            _ => {
-                let client = self.client();
-                self.exists_with(&client.container).await
-            }
+        match self.account_signed_container()? {
+            Some(container) => self.exists_with(&container).await,
+            None => self.exists_with(&self.client().container).await,
         }
     }
 
