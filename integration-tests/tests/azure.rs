@@ -29,12 +29,17 @@ async fn ensure_container(url: &str) {
         .unwrap();
 }
 
-/// One shared container, a prefix per test namespace.
+/// One shared container, a prefix per test namespace. The emulator is one Node thread:
+/// on a machine busy with other work it can stall for longer than a production request
+/// timeout, so tests wait for its answers longer than the default 30 s.
 async fn open(ns: &str) -> AzureStorage {
     let url = azure_url();
     ensure_container(&url).await;
     AzureStorage::azurite(&url, CONTAINER)
         .unwrap()
+        .with_retry(
+            cert_azure::RetryConfig::default().with_request_timeout(Duration::from_secs(120)),
+        )
         .with_prefix(ns)
         .unwrap()
 }
