@@ -31,6 +31,7 @@ mod cache;
 pub mod certificate;
 pub mod challenge;
 mod error;
+mod forward;
 pub mod issuer;
 pub mod keys;
 mod lock;

@@ -22,6 +22,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+mod lease;
+
+pub use lease::{Lease, LockToken};
+
 /// The atomic lock primitives a backend provides.
 ///
 /// Implementations must be safe across processes and hosts sharing the backend: two
@@ -51,131 +55,6 @@ pub trait Locker: Send + Sync + 'static {
     /// removes nothing, is right. Must never remove a live lease. Wrappers forward it.
     async fn clean_expired_locks(&self) -> Result<usize> {
         Ok(0)
-    }
-}
-
-/// A random token identifying one lease.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct LockToken(String);
-
-impl LockToken {
-    /// A fresh token: 128 random bits from the operating system, as 32 hex digits.
-    ///
-    /// Falls back to a time-and-counter based value only if the OS random source fails,
-    /// which keeps tokens unique within a process.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() {
-            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mixed = nanos ^ (u128::from(count) << 64) ^ u128::from(std::process::id());
-            bytes = mixed.to_le_bytes();
-        }
-        LockToken(bytes.iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    /// A token read back from a backend.
-    pub fn from_string(token: impl Into<String>) -> Self {
-        LockToken(token.into())
-    }
-
-    /// The token's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for LockToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LockToken({})", self.0)
-    }
-}
-
-impl fmt::Display for LockToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One holding of a lock: its name, token and how long it is valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    name: String,
-    token: LockToken,
-    ttl: Duration,
-    deadline: Instant,
-}
-
-impl Lease {
-    /// A lease on `name` with `token` for `ttl`, counted from `started`, the instant
-    /// just *before* the request that took or refreshed it was sent, so the local deadline
-    /// never outlives the one the backend enforces.
-    pub fn new(name: impl Into<String>, token: LockToken, ttl: Duration, started: Instant) -> Self {
-        Lease {
-            name: name.into(),
-            token,
-            ttl,
-            deadline: started + ttl,
-        }
-    }
-
-    /// The lock's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The lease's token.
-    pub fn token(&self) -> &LockToken {
-        &self.token
-    }
-
-    /// The time to live this lease was taken or last refreshed with.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// The local instant after which the lease can no longer be relied on.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Whether the local deadline has passed.
-    pub fn is_expired(&self) -> bool {
-        Instant::now() >= self.deadline
-    }
-
-    /// The time left before the local deadline (zero once it has passed).
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-
-    /// The part of the lease a fenced write keeps in reserve: a fifth of the time to live,
-    /// between 50 ms and 10 s. A write is only started while more than this is left, so the
-    /// write itself (a network round trip, an fsync) completes before the deadline.
-    pub fn fence_margin(&self) -> Duration {
-        (self.ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(10))
-    }
-
-    /// `Ok` while the lease has more than its [`fence_margin`](Lease::fence_margin) left;
-    /// [`Error::LockLost`] otherwise. Every write made under a lease checks this first.
-    pub fn check_fence(&self) -> Result<()> {
-        if self.remaining() > self.fence_margin() {
-            Ok(())
-        } else {
-            Err(Error::LockLost {
-                name: self.name.clone(),
-            })
-        }
-    }
-
-    /// The same lease with the deadline moved to `ttl` after `started` (for backends'
-    /// `refresh`).
-    pub fn renewed(&self, ttl: Duration, started: Instant) -> Lease {
-        Lease::new(self.name.clone(), self.token.clone(), ttl, started)
     }
 }
 
@@ -280,24 +159,61 @@ pub async fn try_lock(
         .map(|lease| LockGuard::start(locker, lease)))
 }
 
-/// One cancel-safe acquisition attempt: the request runs in its own task, and if the
-/// caller is gone by the time it succeeds, the task releases what it took.
+/// One cancel-safe acquisition attempt: the request runs in its own task, and a lease it
+/// takes travels to the caller as a [`Delivery`], which releases the lease if the caller
+/// is gone before claiming it: whether the caller left before the answer was sent, or
+/// after it was sent but before it was read.
 async fn attempt(locker: &Arc<dyn Locker>, name: &str, ttl: Duration) -> Result<Option<Lease>> {
     let (tx, rx) = oneshot::channel();
     let task_locker = Arc::clone(locker);
     let task_name = name.to_owned();
     tokio::spawn(async move {
-        let result = task_locker.try_acquire(&task_name, ttl).await;
-        if let Err(Ok(Some(lease))) = tx.send(result) {
-            let _ = task_locker.release(&lease).await;
-        }
+        let result = task_locker.try_acquire(&task_name, ttl).await.map(|taken| {
+            taken.map(|lease| Delivery {
+                locker: Arc::clone(&task_locker),
+                lease: Some(lease),
+            })
+        });
+        // When the caller is gone, the answer comes back here and is dropped, which
+        // releases its lease; when it is gone later, the channel drops it the same way.
+        drop(tx.send(result));
     });
     match rx.await {
-        Ok(result) => result,
+        Ok(result) => Ok(result?.and_then(Delivery::claim)),
         Err(_) => Err(Error::backend(
             "lock",
             std::io::Error::other("lock attempt task ended without an answer"),
         )),
+    }
+}
+
+/// A lease on its way from an attempt's task to the caller of [`lock`] or [`try_lock`].
+/// Dropped unclaimed (the caller's future was dropped), it releases the lease from a
+/// spawned task, so a cancelled wait never leaves the lock held until its lease expires.
+struct Delivery {
+    locker: Arc<dyn Locker>,
+    lease: Option<Lease>,
+}
+
+impl Delivery {
+    fn claim(mut self) -> Option<Lease> {
+        self.lease.take()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        // Outside a runtime there is nothing to run the release on: the lease expires.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let locker = Arc::clone(&self.locker);
+            runtime.spawn(async move {
+                let _ = locker.release(&lease).await;
+                LocalWaiters::wake(lease.name());
+            });
+        }
     }
 }
 
@@ -520,184 +436,4 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn tokens_are_unique_and_hex() {
-        let a = LockToken::generate();
-        let b = LockToken::generate();
-        assert_ne!(a, b);
-        assert_eq!(a.as_str().len(), 32);
-        assert!(a.as_str().chars().all(|c| c.is_ascii_hexdigit()));
-    }
-
-    #[test]
-    fn lease_deadline_counts_from_start() {
-        let start = Instant::now();
-        let lease = Lease::new("n", LockToken::generate(), Duration::from_secs(5), start);
-        assert_eq!(lease.deadline(), start + Duration::from_secs(5));
-        assert!(!lease.is_expired());
-        let old = Lease::new("n", LockToken::generate(), Duration::ZERO, start);
-        assert!(old.is_expired());
-    }
-
-    /// A backend whose refresh lands at once but is acknowledged slowly, and which only
-    /// releases a lease whose last refresh it acknowledged (as a backend conditioning the
-    /// release on the version its refresh wrote does).
-    #[derive(Default)]
-    struct SlowAck {
-        /// Refreshes applied by the "server" / acknowledged to the client.
-        applied: std::sync::atomic::AtomicU32,
-        acknowledged: std::sync::atomic::AtomicU32,
-    }
-
-    #[async_trait]
-    impl Locker for SlowAck {
-        async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>> {
-            Ok(Some(Lease::new(
-                name,
-                LockToken::generate(),
-                ttl,
-                Instant::now(),
-            )))
-        }
-        async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-            use std::sync::atomic::Ordering::SeqCst;
-            let started = Instant::now();
-            let version = self.applied.fetch_add(1, SeqCst) + 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            self.acknowledged.store(version, SeqCst);
-            Ok(lease.renewed(ttl, started))
-        }
-        async fn release(&self, lease: &Lease) -> Result<()> {
-            use std::sync::atomic::Ordering::SeqCst;
-            if self.applied.load(SeqCst) == self.acknowledged.load(SeqCst) {
-                Ok(())
-            } else {
-                Err(Error::LockLost {
-                    name: lease.name().to_owned(),
-                })
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn release_waits_for_a_refresh_under_way() {
-        let backend = Arc::new(SlowAck::default());
-        let options = LockOptions::default().with_ttl(Duration::from_millis(600));
-        let guard = lock(backend.clone(), "slow", &options).await.unwrap();
-        // The keep-alive refreshes after 200 ms; its answer comes 200 ms later.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            backend.applied.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "a refresh is under way"
-        );
-        guard.release().await.unwrap();
-        assert_eq!(
-            backend
-                .acknowledged
-                .load(std::sync::atomic::Ordering::SeqCst),
-            1
-        );
-    }
-
-    /// A backend whose acquisitions fail `failures` times with `error` before they
-    /// succeed, and whose refreshes never answer.
-    struct Flaky {
-        failures: std::sync::atomic::AtomicU32,
-        retryable: bool,
-    }
-
-    #[async_trait]
-    impl Locker for Flaky {
-        async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>> {
-            use std::sync::atomic::Ordering::SeqCst;
-            let left = self.failures.load(SeqCst);
-            if left > 0 {
-                self.failures.store(left - 1, SeqCst);
-                let io = std::io::Error::other("flaky");
-                return Err(if self.retryable {
-                    Error::unavailable("flaky", io)
-                } else {
-                    Error::backend("flaky", io)
-                });
-            }
-            Ok(Some(Lease::new(
-                name,
-                LockToken::generate(),
-                ttl,
-                Instant::now(),
-            )))
-        }
-        async fn refresh(&self, _lease: &Lease, _ttl: Duration) -> Result<Lease> {
-            std::future::pending().await
-        }
-        async fn release(&self, _lease: &Lease) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    fn flaky(failures: u32, retryable: bool) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            failures: std::sync::atomic::AtomicU32::new(failures),
-            retryable,
-        })
-    }
-
-    #[tokio::test]
-    async fn lock_waits_out_transient_errors_only() {
-        let options = LockOptions::default()
-            .with_ttl(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(5));
-        let guard = lock(flaky(5, true), "transient", &options).await.unwrap();
-        assert!(!guard.is_lost());
-        drop(guard);
-        let err = lock(flaky(1, false), "permanent", &options)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
-        // Still failing at the timeout: the last transient error explains it.
-        let short = options.clone().with_timeout(Duration::from_millis(50));
-        let err = lock(flaky(u32::MAX, true), "down", &short)
-            .await
-            .unwrap_err();
-        assert!(err.is_retryable(), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn unanswered_refresh_loses_the_lease_at_its_deadline() {
-        let ttl = Duration::from_millis(300);
-        let started = Instant::now();
-        let guard = lock(
-            flaky(0, true),
-            "stalled",
-            &LockOptions::default().with_ttl(ttl),
-        )
-        .await
-        .unwrap();
-        tokio::time::timeout(ttl + Duration::from_secs(3), guard.lost())
-            .await
-            .expect("the guard did not notice its stalled refresh");
-        assert!(started.elapsed() + Duration::from_millis(5) >= ttl);
-        assert!(guard.is_lost());
-        // Releasing does not wait for the stalled request either.
-        tokio::time::timeout(Duration::from_secs(1), guard.release())
-            .await
-            .expect("release hung on a stalled refresh")
-            .unwrap();
-    }
-
-    #[test]
-    fn options_builders() {
-        let opts = LockOptions::default()
-            .with_ttl(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(1))
-            .with_backoff(Duration::from_millis(9), Duration::from_millis(1));
-        assert_eq!(opts.ttl, Duration::from_secs(3));
-        assert_eq!(opts.timeout, Some(Duration::from_secs(1)));
-        assert_eq!(opts.max_backoff, Duration::from_millis(9));
-    }
-}
+mod tests;
