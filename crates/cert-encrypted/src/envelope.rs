@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::key::KeyId;
+use crate::key::{KEY_ID_LEN, KeyId};
 
 /// The four bytes every envelope starts with. The first is not valid ASCII or a UTF-8 lead
 /// byte, so no PEM, JSON or text value can be mistaken for an envelope.
@@ -11,9 +11,6 @@ pub const MAGIC: [u8; 4] = [0x89, b'C', b'S', b'E'];
 
 /// The envelope format version written by this crate.
 pub const VERSION: u8 = 1;
-
-/// Length of a key id in bytes.
-pub const KEY_ID_LEN: usize = 8;
 
 /// Length of the XSalsa20 nonce in bytes.
 pub const NONCE_LEN: usize = 24;

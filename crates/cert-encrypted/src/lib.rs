@@ -107,16 +107,19 @@
 mod encrypted;
 mod envelope;
 mod key;
+mod key_source;
 pub mod keycheck;
 mod rekey;
 mod ring;
+mod secret_key;
 
 pub use encrypted::{Encrypted, EncryptedLayer, Layer};
 pub use envelope::{
-    Envelope, HEADER_LEN, KEY_ID_LEN, KEY_LEN_PREFIX, MAGIC, MIN_ENVELOPE_LEN, NONCE_LEN,
-    OpenError, TAG_LEN, VERSION, overhead,
+    Envelope, HEADER_LEN, KEY_LEN_PREFIX, MAGIC, MIN_ENVELOPE_LEN, NONCE_LEN, OpenError, TAG_LEN,
+    VERSION, overhead,
 };
-pub use key::{KEY_ID_CONTEXT, KEY_LEN, KeyError, KeyId, SecretKey};
+pub use key::{KEY_ID_CONTEXT, KEY_ID_LEN, KEY_LEN, KeyError, KeyId};
 pub use keycheck::{KEYCHECK_PREFIX, KeyCheckError};
 pub use rekey::{REKEY_LOCK, RekeyProgress};
 pub use ring::KeyRing;
+pub use secret_key::SecretKey;

@@ -10,7 +10,8 @@ use zeroize::Zeroizing;
 use crate::envelope::{
     Envelope, HEADER_LEN, KEY_LEN_PREFIX, MAGIC, NONCE_LEN, OpenError, TAG_LEN, VERSION, overhead,
 };
-use crate::key::{KeyError, KeyId, SecretKey};
+use crate::key::{KeyError, KeyId};
+use crate::secret_key::SecretKey;
 
 /// The keys an [`Encrypted`](crate::Encrypted) storage uses: the current key seals every
 /// new value; the current key and every previous key open values.

@@ -17,7 +17,7 @@ fn check_error(err: &Error) -> &KeyCheckError {
     }
 }
 
-/// The old code let a node with another key write values no other node could open.
+/// A node with another key must not write values that no other node could open.
 #[tokio::test]
 async fn a_wrong_key_cannot_write() {
     let memory = MemoryStorage::new();

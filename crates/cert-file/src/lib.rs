@@ -101,24 +101,32 @@
 //! every read there. Writes, deletes, listings and lock operations run on the blocking
 //! pool, one hop per call. Listings use the directory entries' types and never stat a
 //! listed file.
+//!
+//! [`Storage`]: cert_core::Storage
+//! [`Locker`]: cert_core::Locker
+//! [`Locker::clean_expired_locks`]: cert_core::Locker::clean_expired_locks
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cleanup;
 mod error;
 mod fs;
+mod list;
 mod lock;
+mod lock_admin;
+mod lock_file;
+mod lock_guard;
+mod path;
 mod resolve;
+mod storage;
+mod temp;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use cert_core::{
-    Error, KeyInfo, Lease, LockAdmin, LockInfo, Locker, Result, Storage, validate_key,
-    validate_prefix, validate_value,
-};
+use cert_core::{Error, Result};
 
 use crate::error::BACKEND;
 pub use crate::error::FileError;
@@ -128,6 +136,8 @@ pub use crate::error::FileError;
 /// delete (a process killed half way, a host that lost power). One hour: far longer than
 /// any live write takes, even on a stalled network mount, so a write in progress never
 /// loses its temporary file. [`FileStorage::clean_up`] takes any age.
+///
+/// [`Locker::clean_expired_locks`]: cert_core::Locker::clean_expired_locks
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(3600);
 
 /// Settings shared by the clones of one [`FileStorage`].
@@ -146,6 +156,9 @@ pub(crate) struct Config {
 /// Cheap to clone; clones share their settings. Several instances (in one process or
 /// many, on one host or several sharing a mount) over the same root see each other's
 /// values and locks. The root is created (mode 0700) on the first write if missing.
+///
+/// [`Storage`]: cert_core::Storage
+/// [`Locker`]: cert_core::Locker
 #[derive(Clone)]
 pub struct FileStorage {
     config: Arc<Config>,
@@ -256,186 +269,11 @@ where
     }
 }
 
-#[async_trait]
-impl Storage for FileStorage {
-    async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
-        validate_key(key)?;
-        validate_value(key, value.len())?;
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        let value = value.to_vec();
-        blocking(move || config.store(&key, &value)).await
-    }
-
-    async fn load(&self, key: &str) -> Result<Vec<u8>> {
-        validate_key(key)?;
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        if !self.inline_reads() {
-            return blocking(move || {
-                let (file, size) = config.open_value(&key)?;
-                config.read_value(&key, file, size)
-            })
-            .await;
-        }
-        let (file, size) = config.open_value(&key)?;
-        if size <= config.inline_read_limit {
-            return config.read_value(&key, file, size);
-        }
-        blocking(move || config.read_value(&key, file, size)).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        blocking(move || config.delete(&key)).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        validate_key(key)?;
-        if self.inline_reads() {
-            return self.config.exists(key);
-        }
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        blocking(move || config.exists(&key)).await
-    }
-
-    async fn list(&self, prefix: &str, recursive: bool) -> Result<Vec<String>> {
-        validate_prefix(prefix)?;
-        let config = Arc::clone(&self.config);
-        let prefix = prefix.to_owned();
-        blocking(move || config.list(&prefix, recursive)).await
-    }
-
-    async fn stat(&self, key: &str) -> Result<KeyInfo> {
-        validate_key(key)?;
-        if self.inline_reads() {
-            return self.config.stat(key);
-        }
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        blocking(move || config.stat(&key)).await
-    }
-    /// The local deadline check first, then, under the lock file's guard, a check that
-    /// the lock file holds the lease's token and an unexpired lease, and the usual atomic
-    /// write (see the crate docs, "Fenced writes").
-    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
-        lease.check_fence()?;
-        validate_key(key)?;
-        validate_key(lease.name())?;
-        validate_value(key, value.len())?;
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        let value = value.to_vec();
-        let lease = lease.clone();
-        blocking(move || {
-            config.fenced(&lease, |guarded| {
-                config.store_checked(&key, &value, guarded)
-            })
-        })
-        .await
-    }
-
-    /// Like [`store_fenced`](Self::store_fenced), deleting under the guard.
-    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
-        lease.check_fence()?;
-        validate_key(key)?;
-        validate_key(lease.name())?;
-        let config = Arc::clone(&self.config);
-        let key = key.to_owned();
-        let lease = lease.clone();
-        blocking(move || config.fenced(&lease, |guarded| config.delete_checked(&key, guarded)))
-            .await
-    }
-}
-
-#[async_trait]
-impl Locker for FileStorage {
-    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>> {
-        validate_key(name)?;
-        let config = Arc::clone(&self.config);
-        let name = name.to_owned();
-        blocking(move || config.try_acquire(&name, ttl)).await
-    }
-
-    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        validate_key(lease.name())?;
-        let config = Arc::clone(&self.config);
-        let lease = lease.clone();
-        blocking(move || config.refresh(&lease, ttl)).await
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        validate_key(lease.name())?;
-        let config = Arc::clone(&self.config);
-        let lease = lease.clone();
-        blocking(move || config.release(&lease)).await
-    }
-
-    /// Removes expired lock files and returns how many. Also removes, uncounted but
-    /// logged, the temporary files and half-deleted directories older than
-    /// [`LEFTOVER_GRACE`] that interrupted operations left anywhere below the root, so
-    /// the cleaning that runs anyway keeps crash leftovers from piling up.
-    async fn clean_expired_locks(&self) -> Result<usize> {
-        let config = Arc::clone(&self.config);
-        blocking(move || {
-            let removed = config.clean_expired_locks()?;
-            // A failure here (an unreadable directory) is not the locks' business: they
-            // were cleaned, and the next run tries the leftovers again.
-            match config.clean_up(LEFTOVER_GRACE) {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(
-                    count,
-                    root = %config.root.display(),
-                    "removed temporary files and directories left by interrupted writes"
-                ),
-                Err(err) => tracing::warn!(
-                    error = %err,
-                    root = %config.root.display(),
-                    "could not remove what interrupted writes left behind"
-                ),
-            }
-            Ok(removed)
-        })
-        .await
-    }
-}
-
-/// Lock files listed with their token, last write and expiry; forced release removes a
-/// lock file under its guard, whoever holds it.
-#[async_trait]
-impl LockAdmin for FileStorage {
-    async fn list_locks(&self) -> Result<Vec<LockInfo>> {
-        let config = Arc::clone(&self.config);
-        let listed = blocking(move || config.list_locks()).await?;
-        Ok(listed
-            .into_iter()
-            .map(|lock| {
-                let mut info = LockInfo::new(lock.name, lock.token);
-                if let Some(modified) = lock.modified {
-                    info = info.with_since(modified);
-                }
-                if let Some(left) = lock.expires_in {
-                    info = info.with_expires_in(left);
-                }
-                info
-            })
-            .collect())
-    }
-
-    async fn force_release(&self, name: &str) -> Result<bool> {
-        validate_key(name)?;
-        let config = Arc::clone(&self.config);
-        let name = name.to_owned();
-        blocking(move || config.force_release(&name)).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use cert_core::Storage;
 
     #[test]
     fn debug_prints_the_root_only() {
