@@ -47,6 +47,16 @@ impl fmt::Display for Message {
 
 impl std::error::Error for Message {}
 
+impl From<Message> for Failure {
+    fn from(message: Message) -> Self {
+        Failure {
+            kind: Kind::Other,
+            source: Box::new(message),
+            retried: false,
+        }
+    }
+}
+
 /// An authentication failure: names the credentials, never a secret.
 #[derive(Debug)]
 struct AuthError {

@@ -83,9 +83,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admin;
 mod config;
 mod error;
 mod lock;
+mod lock_object;
+mod probe;
+mod request;
 mod storage;
 
 use std::collections::HashMap;
@@ -263,21 +267,11 @@ impl S3Storage {
     /// A missing bucket otherwise shows up as missing keys, so tools check it first.
     pub async fn bucket_exists(&self) -> Result<bool> {
         let inner = &self.inner;
-        let result = inner
-            .retry
-            .run(|| async {
-                inner
-                    .client
-                    .head_bucket()
-                    .bucket(&inner.bucket)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(error::classify)
-            })
+        let result = self
+            .send(|client, bucket| client.head_bucket().bucket(bucket).send())
             .await;
         match result {
-            Ok(()) => Ok(true),
+            Ok(_) => Ok(true),
             Err(failure) => match failure.into_error(&inner.bucket, &inner.credentials) {
                 Error::NotFound { .. } => Ok(false),
                 err => Err(err),

@@ -10,7 +10,7 @@ use cert_core::{
 };
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::error::{Failure, Kind, Message, classify};
+use crate::error::{Failure, Kind};
 use crate::{S3Storage, message};
 
 /// Most keys one `DeleteObjects` request may name.
@@ -34,19 +34,8 @@ pub(crate) struct Listing {
 impl S3Storage {
     /// `HeadObject`: the size and modification time of `object`, `None` when absent.
     pub(crate) async fn head(&self, object: &str) -> Result<Option<(u64, SystemTime)>, Failure> {
-        let inner = &self.inner;
-        let result = inner
-            .retry
-            .run(|| async move {
-                inner
-                    .client
-                    .head_object()
-                    .bucket(&inner.bucket)
-                    .key(object)
-                    .send()
-                    .await
-                    .map_err(classify)
-            })
+        let result = self
+            .send(|client, bucket| client.head_object().bucket(bucket).key(object).send())
             .await;
         match result {
             Ok(out) => Ok(Some((
@@ -68,30 +57,23 @@ impl S3Storage {
         delimiter: bool,
         limit: Option<usize>,
     ) -> Result<Listing, Failure> {
-        let inner = &self.inner;
         let mut listing = Listing::default();
         let mut token: Option<String> = None;
         loop {
-            let page_token = token.clone();
-            let page = inner
-                .retry
-                .run(|| {
-                    let page_token = page_token.clone();
-                    async move {
-                        let mut request = inner
-                            .client
-                            .list_objects_v2()
-                            .bucket(&inner.bucket)
-                            .prefix(dir)
-                            .set_continuation_token(page_token);
-                        if delimiter {
-                            request = request.delimiter("/");
-                        }
-                        if let Some(limit) = limit {
-                            request = request.max_keys(i32::try_from(limit).unwrap_or(1000));
-                        }
-                        request.send().await.map_err(classify)
+            let page = self
+                .send(|client, bucket| {
+                    let mut request = client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(dir)
+                        .set_continuation_token(token.clone());
+                    if delimiter {
+                        request = request.delimiter("/");
                     }
+                    if let Some(limit) = limit {
+                        request = request.max_keys(i32::try_from(limit).unwrap_or(1000));
+                    }
+                    request.send()
                 })
                 .await?;
             for object in page.contents() {
@@ -146,7 +128,6 @@ impl S3Storage {
     }
 
     async fn delete_batch(&self, batch: &[String]) -> Result<()> {
-        let inner = &self.inner;
         let objects = batch
             .iter()
             .map(|key| ObjectIdentifier::builder().key(key).build())
@@ -157,20 +138,13 @@ impl S3Storage {
             .quiet(true)
             .build()
             .map_err(|err| Error::backend(crate::error::BACKEND, err))?;
-        let out = inner
-            .retry
-            .run(|| {
-                let delete = delete.clone();
-                async move {
-                    inner
-                        .client
-                        .delete_objects()
-                        .bucket(&inner.bucket)
-                        .delete(delete)
-                        .send()
-                        .await
-                        .map_err(classify)
-                }
+        let out = self
+            .send(|client, bucket| {
+                client
+                    .delete_objects()
+                    .bucket(bucket)
+                    .delete(delete.clone())
+                    .send()
             })
             .await
             .map_err(|failure| self.error(failure, batch.first().map_or("", String::as_str)))?;
@@ -191,53 +165,25 @@ impl Storage for S3Storage {
     async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
         validate_key(key)?;
         validate_value(key, value.len())?;
-        let inner = &self.inner;
         let object = self.object_key(key);
-        let object = object.as_str();
-        inner
-            .retry
-            .run(|| async move {
-                inner
-                    .client
-                    .put_object()
-                    .bucket(&inner.bucket)
-                    .key(object)
-                    .body(ByteStream::from(value.to_vec()))
-                    .send()
-                    .await
-                    .map_err(classify)
-            })
-            .await
-            .map_err(|failure| self.error(failure, key))?;
+        self.send(|client, bucket| {
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(&object)
+                .body(ByteStream::from(value.to_vec()))
+                .send()
+        })
+        .await
+        .map_err(|failure| self.error(failure, key))?;
         Ok(())
     }
 
     async fn load(&self, key: &str) -> Result<Vec<u8>> {
         validate_key(key)?;
-        let inner = &self.inner;
-        let object = self.object_key(key);
-        let object = object.as_str();
-        inner
-            .retry
-            .run(|| async move {
-                let out = inner
-                    .client
-                    .get_object()
-                    .bucket(&inner.bucket)
-                    .key(object)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                match out.body.collect().await {
-                    Ok(data) => Ok(data.into_bytes().to_vec()),
-                    Err(err) => Err(Failure {
-                        kind: Kind::Transient,
-                        source: Box::new(err),
-                        retried: false,
-                    }),
-                }
-            })
+        self.get_object(&self.object_key(key), false)
             .await
+            .map(|fetched| fetched.bytes)
             .map_err(|failure| self.error(failure, key))
     }
 
@@ -260,20 +206,8 @@ impl Storage for S3Storage {
         match doomed.len() {
             0 => Err(Error::not_found(key)),
             1 => {
-                let inner = &self.inner;
                 let only = doomed[0].as_str();
-                inner
-                    .retry
-                    .run(|| async move {
-                        inner
-                            .client
-                            .delete_object()
-                            .bucket(&inner.bucket)
-                            .key(only)
-                            .send()
-                            .await
-                            .map_err(classify)
-                    })
+                self.send(|client, bucket| client.delete_object().bucket(bucket).key(only).send())
                     .await
                     .map_err(|failure| self.error(failure, key))?;
                 Ok(())
@@ -345,16 +279,6 @@ impl Storage for S3Storage {
         {
             Some(modified) => Ok(KeyInfo::prefix(key, modified)),
             None => Err(Error::not_found(key)),
-        }
-    }
-}
-
-impl From<Message> for Failure {
-    fn from(message: Message) -> Self {
-        Failure {
-            kind: Kind::Other,
-            source: Box::new(message),
-            retried: false,
         }
     }
 }
