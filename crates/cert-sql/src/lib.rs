@@ -1,5 +1,6 @@
 //! SQL storage and locks for certstore: PostgreSQL, MySQL/MariaDB and SQLite behind one
-//! type, [`SqlStorage`], implementing [`Storage`] and [`Locker`].
+//! type, [`SqlStorage`], implementing [`Storage`](cert_core::Storage) and
+//! [`Locker`](cert_core::Locker).
 //!
 //! ```
 //! use cert_core::{Locker, Storage};
@@ -25,12 +26,26 @@
 //! # Design
 //!
 //! - **One type, three dialects.** [`SqlStorage`] holds a pool of the dialect its URL
-//!   (or the pool it is given) names, and each dialect has its own statements in a
-//!   private module. One public type keeps configuration and callers
-//!   dialect-agnostic (a URL picks the database at run time), while hand-written
-//!   statements per dialect use each database's native types and atomic upserts, which
-//!   sqlx's type-erased `Any` driver cannot express. Each dialect is behind the cargo
-//!   feature of the same name (`postgres`, `mysql`, `sqlite`; all on by default).
+//!   (or the pool it is given) names. One public type keeps configuration and callers
+//!   dialect-agnostic (a URL picks the database at run time), while each database gets
+//!   its native types and atomic upserts, which sqlx's type-erased `Any` driver cannot
+//!   express. Each dialect is behind the cargo feature of the same name (`postgres`,
+//!   `mysql`, `sqlite`; all on by default).
+//! - **One implementation.** Every query, fenced writes and the migration steps
+//!   included, is written once, in a private `SqlBackend<DB>` generic over sqlx's
+//!   `Database` (its `Pool<DB>`, transactions and executors). A private `SqlDialect`
+//!   trait, implemented for sqlx's `Postgres`, `MySql` and `Sqlite`, supplies only what
+//!   differs: placeholders (`$1`, `?1`, `?`), the upsert clause, the lock acquisition
+//!   statement (and whether it can return the token), the current-time expression and
+//!   the unit lock expiry counts in, how a fenced write keeps the lock row from changing
+//!   (`SELECT ... FOR UPDATE`, `BEGIN IMMEDIATE`), whether keys are bound as bytes, and
+//!   how concurrent migrations are kept apart. Statements are templates written once
+//!   and rendered into the dialect's SQL when a storage is built. Errors are classified
+//!   per dialect in one function. Generics rather than macros: the bounds sqlx needs (an
+//!   executor for a connection, encoders and decoders for the few column types) are
+//!   spelled out once, on one `impl` block, and the code under them is ordinary Rust
+//!   that rustfmt formats and the compiler checks as written; a macro body expanded per
+//!   dialect is neither, and its errors point into the expansion.
 //! - **Schema.** Two tables, `certstore_kv` and `certstore_locks` by default (see
 //!   [`SqlConfig`] for renaming them), created and upgraded by embedded versioned
 //!   migrations recorded in `<kv table>_migrations`; see the `schema` module docs for
@@ -39,8 +54,9 @@
 //!   tokens are always bound parameters.
 //! - **Ordering and prefixes.** Keys are stored with bytewise collation, so `ORDER BY`
 //!   matches the storage contract. Listing and recursive deletion select the key range
-//!   `[prefix/, prefix0)` ([`range_start`], [`range_end`]), never `LIKE`, so `%` and `_`
-//!   in keys are harmless. Listing pages through the range with keyset pagination
+//!   `[prefix/, prefix0)` ([`range_start`](cert_core::range_start),
+//!   [`range_end`](cert_core::range_end)), never `LIKE`, so `%` and `_` in keys are
+//!   harmless. Listing pages through the range with keyset pagination
 //!   (`name >= cursor ORDER BY name LIMIT n`), and a non-recursive listing skips over each
 //!   sub-prefix once it has seen it, so memory stays bounded by the answer.
 //! - **Values and prefixes may coexist.** A key may hold a value and also have keys
@@ -80,8 +96,25 @@
 #[cfg(not(any(feature = "postgres", feature = "mysql", feature = "sqlite")))]
 compile_error!("cert-sql needs at least one of the features postgres, mysql and sqlite");
 
+/// Runs `$body` with `$b` bound to the dialect's [`SqlBackend`].
+macro_rules! on_backend {
+    ($self:expr, $b:ident => $body:expr) => {
+        match &$self.backend {
+            #[cfg(feature = "postgres")]
+            $crate::Backend::Postgres($b) => $body,
+            #[cfg(feature = "mysql")]
+            $crate::Backend::MySql($b) => $body,
+            #[cfg(feature = "sqlite")]
+            $crate::Backend::Sqlite($b) => $body,
+        }
+    };
+}
+
+mod backend;
 mod config;
+mod dialect;
 mod error;
+mod lock;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
@@ -89,17 +122,15 @@ mod postgres;
 pub mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod statements;
+mod storage;
 
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use cert_core::{
-    Error, KeyInfo, Lease, LockAdmin, LockInfo, LockToken, Locker, Result, Storage, list_from_keys,
-    range_end, range_start, validate_key, validate_prefix, validate_value,
-};
+use cert_core::{Error, Result};
 
+use backend::SqlBackend;
 pub use config::{
     ConfigError, DEFAULT_KV_TABLE, DEFAULT_LOCK_TABLE, Dialect, MAX_NAMESPACE_LEN,
     MAX_TABLE_NAME_LEN, SqlConfig, check_identifier,
@@ -112,13 +143,8 @@ pub use sqlx;
 
 use schema::Tables;
 
-/// Keys fetched per page while listing.
-const LIST_PAGE: usize = 2000;
-
-/// The longest lease accepted; longer times to live are shortened to it.
-const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// A [`Storage`] and [`Locker`] in a PostgreSQL, MySQL/MariaDB or SQLite database.
+/// A [`Storage`](cert_core::Storage) and [`Locker`](cert_core::Locker) in a PostgreSQL,
+/// MySQL/MariaDB or SQLite database.
 ///
 /// Cheap to share behind an `Arc`; every call takes a connection from the pool for the
 /// duration of one statement (two for a MySQL lock acquisition).
@@ -129,25 +155,11 @@ pub struct SqlStorage {
 
 enum Backend {
     #[cfg(feature = "postgres")]
-    Postgres(postgres::Postgres),
+    Postgres(SqlBackend<sqlx::Postgres>),
     #[cfg(feature = "mysql")]
-    MySql(mysql::MySql),
+    MySql(SqlBackend<sqlx::MySql>),
     #[cfg(feature = "sqlite")]
-    Sqlite(sqlite::Sqlite),
-}
-
-/// Runs `$body` with `$b` bound to the dialect's statements.
-macro_rules! on_backend {
-    ($self:expr, $b:ident => $body:expr) => {
-        match &$self.backend {
-            #[cfg(feature = "postgres")]
-            Backend::Postgres($b) => $body,
-            #[cfg(feature = "mysql")]
-            Backend::MySql($b) => $body,
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite($b) => $body,
-        }
-    };
+    Sqlite(SqlBackend<sqlx::Sqlite>),
 }
 
 impl fmt::Debug for SqlStorage {
@@ -200,19 +212,18 @@ impl SqlStorage {
         let backend = match dialect {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => {
-                let pool = postgres::Postgres::connect(url, &config).await?;
-                Backend::Postgres(postgres::Postgres::new(pool, &config, tables))
+                let pool = postgres::connect(url, &config).await?;
+                Backend::Postgres(SqlBackend::new(pool, &config, tables))
             }
             #[cfg(feature = "mysql")]
             Dialect::MySql => {
-                let pool =
-                    mysql::MySql::connect(&url.replacen("mariadb:", "mysql:", 1), &config).await?;
-                Backend::MySql(mysql::MySql::new(pool, &config, tables))
+                let pool = mysql::connect(&url.replacen("mariadb:", "mysql:", 1), &config).await?;
+                Backend::MySql(SqlBackend::new(pool, &config, tables))
             }
             #[cfg(feature = "sqlite")]
             Dialect::Sqlite => {
-                let pool = sqlite::Sqlite::connect(url, &config).await?;
-                Backend::Sqlite(sqlite::Sqlite::new(pool, &config, tables))
+                let pool = sqlite::connect(url, &config).await?;
+                Backend::Sqlite(SqlBackend::new(pool, &config, tables))
             }
             #[allow(unreachable_patterns)]
             other => {
@@ -230,7 +241,7 @@ impl SqlStorage {
     pub async fn from_postgres_pool(pool: sqlx::PgPool, config: SqlConfig) -> Result<Self> {
         let tables = tables(&config, Dialect::Postgres)?;
         Self::finish(
-            Backend::Postgres(postgres::Postgres::new(pool, &config, tables)),
+            Backend::Postgres(SqlBackend::new(pool, &config, tables)),
             config,
         )
         .await
@@ -241,7 +252,7 @@ impl SqlStorage {
     pub async fn from_mysql_pool(pool: sqlx::MySqlPool, config: SqlConfig) -> Result<Self> {
         let tables = tables(&config, Dialect::MySql)?;
         Self::finish(
-            Backend::MySql(mysql::MySql::new(pool, &config, tables)),
+            Backend::MySql(SqlBackend::new(pool, &config, tables)),
             config,
         )
         .await
@@ -253,7 +264,7 @@ impl SqlStorage {
     pub async fn from_sqlite_pool(pool: sqlx::SqlitePool, config: SqlConfig) -> Result<Self> {
         let tables = tables(&config, Dialect::Sqlite)?;
         Self::finish(
-            Backend::Sqlite(sqlite::Sqlite::new(pool, &config, tables)),
+            Backend::Sqlite(SqlBackend::new(pool, &config, tables)),
             config,
         )
         .await
@@ -307,306 +318,5 @@ impl SqlStorage {
             },
             None => operation.await,
         }
-    }
-
-    async fn list_all(&self, prefix: &str, recursive: bool) -> Result<Vec<String>> {
-        let end = range_end(prefix);
-        let skip = if prefix.is_empty() {
-            0
-        } else {
-            prefix.len() + 1
-        };
-        let mut lower = range_start(prefix);
-        let mut found: Vec<String> = Vec::new();
-        let limit = i64::try_from(LIST_PAGE).unwrap_or(i64::MAX);
-        loop {
-            let page = on_backend!(self, b => b.list_page(&lower, end.as_deref(), limit).await)?;
-            let full = page.len() >= LIST_PAGE;
-            let Some(last) = page.last().cloned() else {
-                break;
-            };
-            if recursive {
-                found.extend(page);
-            } else {
-                for key in page {
-                    let child = child_of(&key, skip);
-                    if found.last().map(String::as_str) != Some(child) {
-                        found.push(child.to_owned());
-                    }
-                }
-            }
-            if !full {
-                break;
-            }
-            let child = child_of(&last, skip);
-            lower = if !recursive && child.len() < last.len() {
-                // Every key below this sub-prefix is already accounted for: jump past
-                // them (`'0'` follows `'/'`).
-                format!("{child}0")
-            } else {
-                // The least string above `last` that a valid key could equal or
-                // follow: keys never contain control characters.
-                format!("{last}\u{1}")
-            };
-        }
-        Ok(list_from_keys(prefix, found, recursive))
-    }
-}
-
-/// The direct child of the listed prefix that `key` falls in (`skip` is the length of
-/// `prefix/`).
-fn child_of(key: &str, skip: usize) -> &str {
-    match key.get(skip..).and_then(|rest| rest.find('/')) {
-        Some(slash) => &key[..skip + slash],
-        None => key,
-    }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_micros(micros: i64) -> SystemTime {
-    let magnitude = Duration::from_micros(micros.unsigned_abs());
-    let time = if micros >= 0 {
-        UNIX_EPOCH.checked_add(magnitude)
-    } else {
-        UNIX_EPOCH.checked_sub(magnitude)
-    };
-    time.unwrap_or(UNIX_EPOCH)
-}
-
-/// A time to live in whole microseconds, rounded up so the database's expiry is never
-/// earlier than the caller's local deadline.
-fn ttl_micros(ttl: Duration) -> i64 {
-    let ttl = ttl.min(MAX_TTL);
-    let micros = ttl.as_micros() + u128::from(!ttl.subsec_nanos().is_multiple_of(1000));
-    i64::try_from(micros).unwrap_or(i64::MAX)
-}
-
-/// A write made under a lease, run by a dialect's `fenced` in the transaction that holds
-/// the lease's lock row.
-pub(crate) enum Write<'a> {
-    /// Create or overwrite `key` (the plain `store` statement).
-    Store {
-        key: &'a str,
-        value: &'a [u8],
-        modified: i64,
-    },
-    /// Remove `key` and the keys in `[start, end)` (the plain `delete` statement).
-    Delete {
-        key: &'a str,
-        start: &'a str,
-        end: &'a str,
-    },
-}
-
-fn lock_lost(name: &str) -> Error {
-    Error::LockLost {
-        name: name.to_owned(),
-    }
-}
-
-#[async_trait]
-impl Storage for SqlStorage {
-    async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
-        validate_key(key)?;
-        validate_value(key, value.len())?;
-        let modified = now_micros();
-        self.timed(async { on_backend!(self, b => b.store(key, value, modified).await) })
-            .await
-    }
-
-    async fn load(&self, key: &str) -> Result<Vec<u8>> {
-        validate_key(key)?;
-        self.timed(async { on_backend!(self, b => b.load(key).await) })
-            .await?
-            .ok_or_else(|| Error::not_found(key))
-    }
-
-    async fn delete(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
-        let start = range_start(key);
-        let end = range_end(key).unwrap_or_default();
-        let deleted = self
-            .timed(async { on_backend!(self, b => b.delete(key, &start, &end).await) })
-            .await?;
-        if deleted == 0 {
-            return Err(Error::not_found(key));
-        }
-        Ok(())
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        validate_key(key)?;
-        let start = range_start(key);
-        let end = range_end(key).unwrap_or_default();
-        self.timed(async { on_backend!(self, b => b.exists(key, &start, &end).await) })
-            .await
-    }
-
-    async fn list(&self, prefix: &str, recursive: bool) -> Result<Vec<String>> {
-        validate_prefix(prefix)?;
-        self.timed(self.list_all(prefix, recursive)).await
-    }
-
-    async fn stat(&self, key: &str) -> Result<KeyInfo> {
-        validate_key(key)?;
-        self.timed(async {
-            if let Some((size, modified)) = on_backend!(self, b => b.stat_key(key).await)? {
-                let size = u64::try_from(size)
-                    .map_err(|_| error::corrupt(key, "stored size is negative"))?;
-                return Ok(KeyInfo::terminal(key, size, from_micros(modified)));
-            }
-            let start = range_start(key);
-            let end = range_end(key).unwrap_or_default();
-            match on_backend!(self, b => b.stat_prefix(&start, &end).await)? {
-                Some(newest) => Ok(KeyInfo::prefix(key, from_micros(newest))),
-                None => Err(Error::not_found(key)),
-            }
-        })
-        .await
-    }
-
-    /// The local deadline check first (no round trip), then one transaction that locks
-    /// the lease's row, matched by token and a live expiry by the database's clock, and
-    /// upserts the value; [`Error::LockLost`], with nothing written, when the row does not
-    /// match.
-    async fn store_fenced(&self, key: &str, value: &[u8], lease: &Lease) -> Result<()> {
-        lease.check_fence()?;
-        validate_key(key)?;
-        validate_key(lease.name())?;
-        validate_value(key, value.len())?;
-        let write = Write::Store {
-            key,
-            value,
-            modified: now_micros(),
-        };
-        let (name, token) = (lease.name(), lease.token().as_str());
-        self.timed(async { on_backend!(self, b => b.fenced(name, token, write).await) })
-            .await?
-            .ok_or_else(|| lock_lost(name))?;
-        Ok(())
-    }
-
-    /// Like [`store_fenced`](Self::store_fenced), deleting in the same transaction as the
-    /// check.
-    async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
-        lease.check_fence()?;
-        validate_key(key)?;
-        validate_key(lease.name())?;
-        let start = range_start(key);
-        let end = range_end(key).unwrap_or_default();
-        let write = Write::Delete {
-            key,
-            start: &start,
-            end: &end,
-        };
-        let (name, token) = (lease.name(), lease.token().as_str());
-        let deleted = self
-            .timed(async { on_backend!(self, b => b.fenced(name, token, write).await) })
-            .await?
-            .ok_or_else(|| lock_lost(name))?;
-        if deleted == 0 {
-            return Err(Error::not_found(key));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Locker for SqlStorage {
-    async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<Lease>> {
-        validate_key(name)?;
-        let token = LockToken::generate();
-        let micros = ttl_micros(ttl);
-        let started = Instant::now();
-        let taken = self
-            .timed(async { on_backend!(self, b => b.acquire(name, token.as_str(), micros).await) })
-            .await?;
-        Ok(taken.then(|| Lease::new(name, token, ttl, started)))
-    }
-
-    async fn refresh(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        let name = lease.name();
-        validate_key(name)?;
-        let micros = ttl_micros(ttl);
-        let started = Instant::now();
-        let token = lease.token().as_str();
-        let kept = self
-            .timed(async { on_backend!(self, b => b.refresh(name, token, micros).await) })
-            .await?;
-        if kept {
-            Ok(lease.renewed(ttl, started))
-        } else {
-            Err(lock_lost(name))
-        }
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        let name = lease.name();
-        validate_key(name)?;
-        let token = lease.token().as_str();
-        let released = self
-            .timed(async { on_backend!(self, b => b.release(name, token).await) })
-            .await?;
-        if released {
-            Ok(())
-        } else {
-            Err(lock_lost(name))
-        }
-    }
-
-    async fn clean_expired_locks(&self) -> Result<usize> {
-        self.timed(async { on_backend!(self, b => b.clean_locks().await) })
-            .await
-    }
-}
-
-/// Locks listed from the lock table with the time left by the database's clock;
-/// forced release deletes the row whoever holds it.
-#[async_trait]
-impl LockAdmin for SqlStorage {
-    async fn list_locks(&self) -> Result<Vec<LockInfo>> {
-        let rows = self
-            .timed(async { on_backend!(self, b => b.list_locks().await) })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, token, micros_left)| {
-                LockInfo::new(name, token)
-                    .with_expires_in(Duration::from_micros(micros_left.max(0).unsigned_abs()))
-            })
-            .collect())
-    }
-
-    async fn force_release(&self, name: &str) -> Result<bool> {
-        validate_key(name)?;
-        self.timed(async { on_backend!(self, b => b.force_release(name).await) })
-            .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn children_and_times() {
-        assert_eq!(child_of("a/b/c", 2), "a/b");
-        assert_eq!(child_of("a/b", 2), "a/b");
-        assert_eq!(child_of("x/y", 0), "x");
-        assert_eq!(child_of("x", 0), "x");
-        assert_eq!(
-            from_micros(1_500_000),
-            UNIX_EPOCH + Duration::from_millis(1500)
-        );
-        assert!(from_micros(-1) < UNIX_EPOCH);
-        assert_eq!(ttl_micros(Duration::from_nanos(1001)), 2);
-        assert_eq!(ttl_micros(Duration::from_millis(200)), 200_000);
-        assert!(ttl_micros(Duration::MAX) > 0);
     }
 }

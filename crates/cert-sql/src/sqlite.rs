@@ -1,4 +1,5 @@
-//! SQLite statements.
+//! SQLite: its [`Syntax`], migrating in a `BEGIN IMMEDIATE` transaction, and opening
+//! database files (WAL mode, created private, companions kept as private as the file).
 
 use std::fs::{OpenOptions, Permissions};
 use std::io;
@@ -7,15 +8,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cert_core::Result;
+use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
-use sqlx::{Row, SqlStr};
 
-use crate::Write;
+use crate::backend::SqlBackend;
 use crate::config::{Dialect, SqlConfig};
+use crate::dialect::{SqlDialect, Syntax};
 use crate::error::from_sqlx;
-use crate::schema::{self, Tables};
+use crate::schema;
 
 fn err(e: sqlx::Error) -> cert_core::Error {
     from_sqlx(Dialect::Sqlite, e)
@@ -28,364 +31,106 @@ const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub(crate) struct Sqlite {
-    pool: SqlitePool,
-    ns: String,
-    tables: Tables,
-    q: Queries,
-}
+/// Begins a transaction that holds the database's write lock from its start.
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
-struct Queries {
-    store: SqlStr,
-    load: SqlStr,
-    delete: SqlStr,
-    exists: SqlStr,
-    stat_key: SqlStr,
-    stat_prefix: SqlStr,
-    list_range: SqlStr,
-    list_open: SqlStr,
-    acquire: SqlStr,
-    refresh: SqlStr,
-    release: SqlStr,
-    clean_locks: SqlStr,
-    fence: SqlStr,
-}
+impl SqlDialect for Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const SYNTAX: Syntax = Syntax {
+        placeholder: "?",
+        numbered: true,
+        text_as_bytes: false,
+        now: NOW,
+        // Lock expiry is in milliseconds, like `NOW`.
+        expiry_unit_micros: 1000,
+        expires_in: "{now} + {4}",
+        time_left: "expires - {now}",
+        now_millis: "{now}",
+        upsert: "ON CONFLICT (ns, name) DO UPDATE SET data = excluded.data, \
+                 size = excluded.size, modified = excluded.modified",
+        // Two index searches; SQLite would scan the whole namespace for the `OR`.
+        delete: "DELETE FROM {kv} WHERE rowid IN (\
+                 SELECT rowid FROM {kv} WHERE ns = {1} AND name = {2} UNION ALL \
+                 SELECT rowid FROM {kv} WHERE ns = {1} AND name >= {3} AND name < {4})",
+        acquire: "INSERT INTO {locks} (ns, name, token, expires) \
+                  VALUES ({1}, {2}, {3}, {expires_in}) \
+                  ON CONFLICT (ns, name) DO UPDATE SET token = excluded.token, \
+                  expires = excluded.expires WHERE {locks}.expires <= {now} RETURNING token",
+        acquire_returns_token: true,
+        // Run inside `BEGIN IMMEDIATE`: the database's write lock is held from the start
+        // of the transaction, so no other connection changes the row until the commit.
+        fence: "SELECT 1 FROM {locks} WHERE ns = {1} AND name = {2} AND token = {3} \
+                AND expires > {now}",
+        begin_fenced: Some(BEGIN_IMMEDIATE),
+        migrations: schema::SQLITE,
+    };
+    type Text = String;
+    type Flag = i64;
 
-impl Sqlite {
-    /// Opens (creating it if missing) the database file in WAL mode, so readers never
-    /// wait for the writer, with a generous busy timeout for writers of other processes.
-    /// `synchronous = NORMAL`, the setting SQLite recommends with WAL: a crash of the
-    /// process loses nothing committed, a power loss may lose the last commits but never
-    /// corrupts the database.
-    ///
-    /// The database holds private keys, so a database file created here is created with
-    /// mode 0600 (see [`create_private`]); SQLite gives its `-wal` and `-shm` files the
-    /// database file's mode, and [`restrict_companions`] makes sure of it.
-    pub(crate) async fn connect(url: &str, config: &SqlConfig) -> Result<SqlitePool> {
-        let options: SqliteConnectOptions = url.parse().map_err(err)?;
-        let file = on_disk(url).then(|| options.get_filename().to_owned());
-        if let Some(path) = &file {
-            // SQLite's own error for this ("unable to open database file") reads like an
-            // outage; a missing directory is a configuration mistake, said as such.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.is_dir()
-            {
-                return Err(cert_core::Error::backend(
-                    "sqlite",
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!(
-                            "cannot create the database {}: the directory {} does not exist",
-                            path.display(),
-                            dir.display()
-                        ),
-                    ),
-                ));
-            }
-            create_private(path);
-        }
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(err)?;
-        if let Some(path) = &file {
-            restrict_companions(path);
-        }
-        Ok(pool)
-    }
-
-    pub(crate) fn new(pool: SqlitePool, config: &SqlConfig, tables: Tables) -> Self {
-        let r = |t: &str| tables.render(&t.replace("{now}", NOW));
-        let q = Queries {
-            store: r(
-                "INSERT INTO {kv} (ns, name, data, size, modified) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (ns, name) DO UPDATE SET data = excluded.data, size = excluded.size, \
-                 modified = excluded.modified",
-            ),
-            load: r("SELECT data FROM {kv} WHERE ns = ?1 AND name = ?2"),
-            // Two index searches; SQLite would scan the whole namespace for the `OR`.
-            delete: r("DELETE FROM {kv} WHERE rowid IN (\
-                 SELECT rowid FROM {kv} WHERE ns = ?1 AND name = ?2 UNION ALL \
-                 SELECT rowid FROM {kv} WHERE ns = ?1 AND name >= ?3 AND name < ?4)"),
-            exists: r(
-                "SELECT EXISTS (SELECT 1 FROM {kv} WHERE ns = ?1 AND name = ?2) \
-                 OR EXISTS (SELECT 1 FROM {kv} WHERE ns = ?1 AND name >= ?3 AND name < ?4)",
-            ),
-            stat_key: r("SELECT size, modified FROM {kv} WHERE ns = ?1 AND name = ?2"),
-            stat_prefix: r(
-                "SELECT MAX(modified) FROM {kv} WHERE ns = ?1 AND name >= ?2 AND name < ?3",
-            ),
-            list_range: r(
-                "SELECT name FROM {kv} WHERE ns = ?1 AND name >= ?2 AND name < ?3 \
-                 ORDER BY name LIMIT ?4",
-            ),
-            list_open: r(
-                "SELECT name FROM {kv} WHERE ns = ?1 AND name >= ?2 ORDER BY name LIMIT ?3",
-            ),
-            acquire: r(
-                "INSERT INTO {locks} (ns, name, token, expires) VALUES (?1, ?2, ?3, {now} + ?4) \
-                 ON CONFLICT (ns, name) DO UPDATE SET token = excluded.token, expires = excluded.expires \
-                 WHERE {locks}.expires <= {now} RETURNING token",
-            ),
-            refresh: r("UPDATE {locks} SET expires = {now} + ?4 \
-                 WHERE ns = ?1 AND name = ?2 AND token = ?3 AND expires > {now}"),
-            release: r(
-                "DELETE FROM {locks} WHERE ns = ?1 AND name = ?2 AND token = ?3 AND expires > {now}",
-            ),
-            clean_locks: r("DELETE FROM {locks} WHERE ns = ?1 AND expires <= {now}"),
-            // Run inside `BEGIN IMMEDIATE`: the database's write lock is held from the start
-            // of the transaction, so no other connection changes the row until the commit.
-            fence: r(
-                "SELECT 1 FROM {locks} WHERE ns = ?1 AND name = ?2 AND token = ?3 \
-                 AND expires > {now}",
-            ),
-        };
-        Sqlite {
-            pool,
-            ns: config.namespace.clone(),
-            tables,
-            q,
-        }
-    }
-
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 
     /// Creates or upgrades the tables in a `BEGIN IMMEDIATE` transaction: it holds the
     /// database's write lock from the start, so concurrent starters run one after another.
-    pub(crate) async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
-        sqlx::query(self.tables.render(schema::MIGRATIONS_TABLE))
-            .execute(&mut *tx)
+    async fn migrate(backend: &SqlBackend<Self>) -> Result<()> {
+        let mut tx = backend
+            .pool()
+            .begin_with(BEGIN_IMMEDIATE)
             .await
             .map_err(err)?;
-        let current: Option<i64> =
-            sqlx::query_scalar(self.tables.render("SELECT MAX(version) FROM {migrations}"))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?;
-        let current = current.unwrap_or(0);
-        if current > schema::latest(schema::SQLITE) {
-            tracing::warn!(
-                current,
-                "the SQL schema is newer than this version of cert-sql"
-            );
-        }
-        for migration in schema::SQLITE.iter().filter(|m| m.version > current) {
-            for statement in migration.statements {
-                sqlx::query(self.tables.render(statement))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            }
-            sqlx::query(
-                self.tables.render(
-                    "INSERT INTO {migrations} (version, applied_at) VALUES (?1, {now})"
-                        .replace("{now}", NOW)
-                        .as_str(),
-                ),
-            )
-            .bind(migration.version)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        }
+        backend.apply_migrations(&mut tx).await?;
         tx.commit().await.map_err(err)
     }
+}
 
-    pub(crate) async fn store(&self, key: &str, value: &[u8], modified: i64) -> Result<()> {
-        self.store_on(&self.pool, key, value, modified).await?;
-        Ok(())
-    }
-
-    async fn store_on<'c>(
-        &self,
-        on: impl sqlx::sqlite::SqliteExecutor<'c>,
-        key: &str,
-        value: &[u8],
-        modified: i64,
-    ) -> Result<u64> {
-        let done = sqlx::query(self.q.store.clone())
-            .bind(&self.ns)
-            .bind(key)
-            .bind(value)
-            .bind(i64::try_from(value.len()).unwrap_or(i64::MAX))
-            .bind(modified)
-            .execute(on)
-            .await
-            .map_err(err)?;
-        Ok(done.rows_affected())
-    }
-
-    pub(crate) async fn load(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        sqlx::query_scalar(self.q.load.clone())
-            .bind(&self.ns)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)
-    }
-
-    pub(crate) async fn delete(&self, key: &str, start: &str, end: &str) -> Result<u64> {
-        self.delete_on(&self.pool, key, start, end).await
-    }
-
-    async fn delete_on<'c>(
-        &self,
-        on: impl sqlx::sqlite::SqliteExecutor<'c>,
-        key: &str,
-        start: &str,
-        end: &str,
-    ) -> Result<u64> {
-        let done = sqlx::query(self.q.delete.clone())
-            .bind(&self.ns)
-            .bind(key)
-            .bind(start)
-            .bind(end)
-            .execute(on)
-            .await
-            .map_err(err)?;
-        Ok(done.rows_affected())
-    }
-
-    /// Runs `write` in a `BEGIN IMMEDIATE` transaction that first checks the lease's row
-    /// (token and a live expiry); `None`, with nothing written, when it does not match.
-    /// The transaction holds the database's write lock from its start, so no takeover,
-    /// refresh or release can come between the check and the write.
-    pub(crate) async fn fenced(
-        &self,
-        name: &str,
-        token: &str,
-        write: Write<'_>,
-    ) -> Result<Option<u64>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
-        let held = sqlx::query(self.q.fence.clone())
-            .bind(&self.ns)
-            .bind(name)
-            .bind(token)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err)?;
-        if held.is_none() {
-            tx.rollback().await.map_err(err)?;
-            return Ok(None);
+/// Opens (creating it if missing) the database file in WAL mode, so readers never
+/// wait for the writer, with a generous busy timeout for writers of other processes.
+/// `synchronous = NORMAL`, the setting SQLite recommends with WAL: a crash of the
+/// process loses nothing committed, a power loss may lose the last commits but never
+/// corrupts the database.
+///
+/// The database holds private keys, so a database file created here is created with
+/// mode 0600 (see [`create_private`]); SQLite gives its `-wal` and `-shm` files the
+/// database file's mode, and [`restrict_companions`] makes sure of it.
+pub(crate) async fn connect(url: &str, config: &SqlConfig) -> Result<SqlitePool> {
+    let options: SqliteConnectOptions = url.parse().map_err(err)?;
+    let file = on_disk(url).then(|| options.get_filename().to_owned());
+    if let Some(path) = &file {
+        // SQLite's own error for this ("unable to open database file") reads like an
+        // outage; a missing directory is a configuration mistake, said as such.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(cert_core::Error::backend(
+                "sqlite",
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "cannot create the database {}: the directory {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ),
+                ),
+            ));
         }
-        let done = match write {
-            Write::Store {
-                key,
-                value,
-                modified,
-            } => self.store_on(&mut *tx, key, value, modified).await?,
-            Write::Delete { key, start, end } => self.delete_on(&mut *tx, key, start, end).await?,
-        };
-        tx.commit().await.map_err(err)?;
-        Ok(Some(done))
+        create_private(path);
     }
-
-    pub(crate) async fn exists(&self, key: &str, start: &str, end: &str) -> Result<bool> {
-        let found: i64 = sqlx::query_scalar(self.q.exists.clone())
-            .bind(&self.ns)
-            .bind(key)
-            .bind(start)
-            .bind(end)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)?;
-        Ok(found != 0)
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(err)?;
+    if let Some(path) = &file {
+        restrict_companions(path);
     }
-
-    pub(crate) async fn stat_key(&self, key: &str) -> Result<Option<(i64, i64)>> {
-        let row = sqlx::query(self.q.stat_key.clone())
-            .bind(&self.ns)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        row.map(|row| Ok((row.try_get(0).map_err(err)?, row.try_get(1).map_err(err)?)))
-            .transpose()
-    }
-
-    pub(crate) async fn stat_prefix(&self, start: &str, end: &str) -> Result<Option<i64>> {
-        sqlx::query_scalar(self.q.stat_prefix.clone())
-            .bind(&self.ns)
-            .bind(start)
-            .bind(end)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)
-    }
-
-    pub(crate) async fn list_page(
-        &self,
-        lower: &str,
-        end: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<String>> {
-        let query = match end {
-            Some(end) => sqlx::query_scalar(self.q.list_range.clone())
-                .bind(&self.ns)
-                .bind(lower)
-                .bind(end)
-                .bind(limit),
-            None => sqlx::query_scalar(self.q.list_open.clone())
-                .bind(&self.ns)
-                .bind(lower)
-                .bind(limit),
-        };
-        query.fetch_all(&self.pool).await.map_err(err)
-    }
-
-    pub(crate) async fn acquire(&self, name: &str, token: &str, ttl_micros: i64) -> Result<bool> {
-        let got: Option<String> = sqlx::query_scalar(self.q.acquire.clone())
-            .bind(&self.ns)
-            .bind(name)
-            .bind(token)
-            .bind(ceil_millis(ttl_micros))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-        Ok(got.as_deref() == Some(token))
-    }
-
-    pub(crate) async fn refresh(&self, name: &str, token: &str, ttl_micros: i64) -> Result<bool> {
-        let done = sqlx::query(self.q.refresh.clone())
-            .bind(&self.ns)
-            .bind(name)
-            .bind(token)
-            .bind(ceil_millis(ttl_micros))
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    pub(crate) async fn release(&self, name: &str, token: &str) -> Result<bool> {
-        let done = sqlx::query(self.q.release.clone())
-            .bind(&self.ns)
-            .bind(name)
-            .bind(token)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    pub(crate) async fn clean_locks(&self) -> Result<usize> {
-        let done = sqlx::query(self.q.clean_locks.clone())
-            .bind(&self.ns)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
-    }
+    Ok(pool)
 }
 
 /// Whether a `sqlite:` URL names a plain database file: not an in-memory database
@@ -502,117 +247,5 @@ fn restrict_companions(path: &Path) {
     }
 }
 
-/// Rounds a time to live up to whole milliseconds, so the stored expiry is never earlier
-/// than the caller's local deadline.
-fn ceil_millis(micros: i64) -> i64 {
-    micros.saturating_add(999) / 1000
-}
-
-impl Sqlite {
-    /// Every lock of the namespace: name, token and microseconds left (negative once
-    /// expired), by the database's clock.
-    pub(crate) async fn list_locks(&self) -> Result<Vec<(String, String, i64)>> {
-        let query = self.tables.render(&format!(
-            "SELECT name, token, expires - {NOW} FROM {{locks}} WHERE ns = ?1 ORDER BY name"
-        ));
-        let rows = sqlx::query(query)
-            .bind(&self.ns)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-        rows.iter()
-            .map(|row| {
-                let millis: i64 = row.try_get(2).map_err(err)?;
-                Ok((
-                    row.try_get(0).map_err(err)?,
-                    row.try_get(1).map_err(err)?,
-                    millis.saturating_mul(1000),
-                ))
-            })
-            .collect()
-    }
-
-    /// Deletes the lock `name` whoever holds it.
-    pub(crate) async fn force_release(&self, name: &str) -> Result<bool> {
-        let query = self
-            .tables
-            .render("DELETE FROM {locks} WHERE ns = ?1 AND name = ?2");
-        let done = sqlx::query(query)
-            .bind(&self.ns)
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        Ok(done.rows_affected() > 0)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_plain_database_files_are_created_ahead() {
-        for url in [
-            "sqlite:///var/lib/certstore.db",
-            "sqlite://certstore.db?mode=rwc",
-            "sqlite:certstore.db?cache=shared",
-        ] {
-            assert!(on_disk(url), "{url}");
-        }
-        for url in [
-            "sqlite::memory:",
-            "sqlite://:memory:",
-            "sqlite://?mode=memory",
-            "sqlite://a.db?mode=memory&cache=private",
-            "sqlite://a.db?mode=ro",
-            "sqlite://a.db?immutable=1",
-            "sqlite://a.db?vfs=memdb",
-        ] {
-            assert!(!on_disk(url), "{url}");
-        }
-    }
-
-    #[test]
-    fn companions_are_named_after_the_database() {
-        assert_eq!(
-            companions(Path::new("/d/c.db")),
-            [PathBuf::from("/d/c.db-wal"), PathBuf::from("/d/c.db-shm")]
-        );
-        assert_eq!(
-            database_files("sqlite:///d/a%20b.db?mode=rwc"),
-            Some(["/d/a b.db", "/d/a b.db-wal", "/d/a b.db-shm"].map(PathBuf::from))
-        );
-        assert_eq!(database_files("sqlite::memory:"), None);
-        assert_eq!(database_files("sqlite://a.db?vfs=memdb"), None);
-        // A database opened read-only is not created, but is a file all the same.
-        assert!(database_files("sqlite://a.db?mode=ro").is_some());
-    }
-
-    #[test]
-    fn companions_lose_what_the_database_does_not_grant() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("c.db");
-        create_private(&db);
-        assert_eq!(
-            std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let [wal, shm] = companions(&db);
-        std::fs::write(&wal, b"").unwrap();
-        std::fs::set_permissions(&wal, Permissions::from_mode(0o644)).unwrap();
-        restrict_companions(&db);
-        assert_eq!(
-            std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert!(!shm.exists(), "a missing companion is not created");
-        // An existing database file keeps its mode.
-        std::fs::set_permissions(&db, Permissions::from_mode(0o640)).unwrap();
-        create_private(&db);
-        assert_eq!(
-            std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
-    }
-}
+mod tests;
