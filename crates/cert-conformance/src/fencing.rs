@@ -6,22 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use cert_core::{Lease, LockToken, Store};
+use cert_core::{Lease, LockToken};
 
 use crate::Fixture;
+use crate::locks::acquire;
 use crate::support::{assert_value, everything, invalid_key, lock_lost, not_found, ok};
-
-/// Takes a free lock with [`try_acquire`](cert_core::Locker::try_acquire), panicking when
-/// it is held.
-async fn acquire(store: &dyn Store, name: &str, ttl: Duration) -> Lease {
-    match ok(
-        store.try_acquire(name, ttl).await,
-        format_args!("try_acquire {name}"),
-    ) {
-        Some(lease) => lease,
-        None => panic!("try_acquire {name}: a free lock was reported as held"),
-    }
-}
 
 /// The lease `old` (same name and token) with a deadline `ttl` from now: what a process
 /// paused past its lease, whose local clock did not see the pause, believes it holds.

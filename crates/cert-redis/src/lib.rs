@@ -127,7 +127,9 @@
 mod admin;
 mod config;
 mod error;
+mod index;
 mod lock;
+mod names;
 mod record;
 mod scripts;
 mod storage;

@@ -4,22 +4,15 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use cert_core::{
-    Error, KeyInfo, Lease, Result, Storage, is_below, range_end, range_start, validate_key,
-    validate_prefix, validate_value,
-};
+use cert_core::{Error, KeyInfo, Lease, Result, Storage, validate_key, validate_value};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ConnectionAddr, TlsCertificates};
 
 use crate::config::RedisConfig;
 use crate::error::{BACKEND, bounded};
+use crate::index::lex_range;
+use crate::names::Names;
 use crate::{record, scripts};
-
-/// How many index entries one listing request reads.
-const LIST_PAGE: usize = 5_000;
-
-/// How many keys below a prefix one delete request removes.
-const DELETE_BATCH: usize = 1_000;
 
 /// A [`Storage`] and [`Locker`](cert_core::Locker) on one Redis server.
 ///
@@ -47,82 +40,6 @@ struct ServerInfo {
     db: i64,
     username: Option<String>,
     has_password: bool,
-}
-
-/// The Redis key names of one namespace.
-#[derive(Clone, Debug)]
-pub(crate) struct Names {
-    namespace: String,
-    /// `{ns}:v:`, followed by a storage key: the string holding that key's record.
-    value_prefix: String,
-    /// `{ns}:index`: the sorted set of every storage key holding a value.
-    index: String,
-    /// `{ns}:lock:`, followed by a lock name: the string holding the lock's token.
-    lock_prefix: String,
-}
-
-impl Names {
-    fn new(namespace: &str) -> Result<Self> {
-        if namespace.is_empty()
-            || namespace.contains(['{', '}'])
-            || namespace.chars().any(char::is_control)
-        {
-            return Err(Error::backend(
-                BACKEND,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "invalid namespace {namespace:?}: it must be non-empty, without braces or control characters"
-                    ),
-                ),
-            ));
-        }
-        let tag = format!("{{{namespace}}}:");
-        Ok(Names {
-            namespace: namespace.to_owned(),
-            value_prefix: format!("{tag}v:"),
-            index: format!("{tag}index"),
-            lock_prefix: format!("{tag}lock:"),
-        })
-    }
-
-    fn value(&self, key: &str) -> String {
-        let mut name = String::with_capacity(self.value_prefix.len() + key.len());
-        name.push_str(&self.value_prefix);
-        name.push_str(key);
-        name
-    }
-
-    pub(crate) fn lock(&self, name: &str) -> String {
-        format!("{}{name}", self.lock_prefix)
-    }
-}
-
-/// The `ZRANGEBYLEX` bounds of the keys strictly below `prefix`.
-fn lex_range(prefix: &str) -> (String, String) {
-    let min = if prefix.is_empty() {
-        "-".to_owned()
-    } else {
-        format!("[{}", range_start(prefix))
-    };
-    let max = match range_end(prefix) {
-        Some(end) => format!("({end}"),
-        None => "+".to_owned(),
-    };
-    (min, max)
-}
-
-/// The direct child of `prefix` that `key` (below it) lies in.
-fn child_of<'k>(key: &'k str, prefix: &str) -> &'k str {
-    let skip = if prefix.is_empty() {
-        0
-    } else {
-        prefix.len() + 1
-    };
-    match key.get(skip..).and_then(|rest| rest.find('/')) {
-        Some(end) => &key[..skip + end],
-        None => key,
-    }
 }
 
 impl RedisStorage {
@@ -198,62 +115,6 @@ impl RedisStorage {
     /// The bound on each request.
     pub fn response_timeout(&self) -> Duration {
         self.timeout
-    }
-
-    /// One batch of a delete; with `fence`, only while the lock holds the lease's token
-    /// (`None` when it does not, and nothing was deleted).
-    async fn delete_batch(
-        &self,
-        key: &str,
-        min: &str,
-        max: &str,
-        fence: Option<&Lease>,
-    ) -> Result<Option<(u64, bool)>> {
-        let mut conn = self.conn.clone();
-        let script = match fence {
-            Some(_) => &scripts::DELETE_FENCED,
-            None => &scripts::DELETE,
-        };
-        let mut call = script.prepare_invoke();
-        call.key(self.names.value(key))
-            .key(&self.names.index)
-            .arg(key)
-            .arg(min)
-            .arg(max)
-            .arg(&self.names.value_prefix)
-            .arg(DELETE_BATCH);
-        if let Some(lease) = fence {
-            call.key(self.names.lock(lease.name()))
-                .arg(lease.token().as_str());
-        }
-        let reply: Option<(u64, u8)> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
-        Ok(reply.map(|(removed, more)| (removed, more == 1)))
-    }
-
-    /// Deletes `key` and every key below it, batch by batch, each batch fenced by `fence`
-    /// when given.
-    async fn delete_all(&self, key: &str, fence: Option<&Lease>) -> Result<()> {
-        validate_key(key)?;
-        if let Some(lease) = fence {
-            validate_key(lease.name())?;
-        }
-        let (min, max) = lex_range(key);
-        let mut total = 0;
-        loop {
-            let Some((removed, more)) = self.delete_batch(key, &min, &max, fence).await? else {
-                return Err(Error::LockLost {
-                    name: fence.map(Lease::name).unwrap_or_default().to_owned(),
-                });
-            };
-            total += removed;
-            if !more {
-                break;
-            }
-        }
-        if total == 0 {
-            return Err(Error::not_found(key));
-        }
-        Ok(())
     }
 }
 
@@ -349,58 +210,7 @@ impl Storage for RedisStorage {
     }
 
     async fn list(&self, prefix: &str, recursive: bool) -> Result<Vec<String>> {
-        validate_prefix(prefix)?;
-        let (mut min, max) = lex_range(prefix);
-        let mut conn = self.conn.clone();
-        let mut out: Vec<String> = Vec::new();
-        loop {
-            let page: Vec<String> = bounded(
-                self.timeout,
-                redis::cmd("ZRANGEBYLEX")
-                    .arg(&self.names.index)
-                    .arg(&min)
-                    .arg(&max)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(LIST_PAGE)
-                    .query_async(&mut conn),
-            )
-            .await?;
-            let full = page.len() >= LIST_PAGE;
-            let next = page.last().map(|last| {
-                let child = child_of(last, prefix);
-                if !recursive && child.len() < last.len() {
-                    // Skip the rest of this child's subtree: its name is already listed.
-                    format!("[{child}0")
-                } else {
-                    format!("({last}")
-                }
-            });
-            for key in page {
-                if !is_below(&key, prefix) {
-                    continue;
-                }
-                if recursive {
-                    out.push(key);
-                } else {
-                    let child = child_of(&key, prefix);
-                    if out.last().map(String::as_str) != Some(child) {
-                        out.push(child.to_owned());
-                    }
-                }
-            }
-            match next {
-                Some(next) if full => min = next,
-                _ => break,
-            }
-        }
-        // Index order is bytewise, but a child's name can sort after a sibling key that
-        // follows it in the index ("a/b-x" < "a/b/c"), so sort the children once more.
-        if !recursive {
-            out.sort_unstable();
-            out.dedup();
-        }
-        Ok(out)
+        self.list_index(prefix, recursive).await
     }
 
     async fn stat(&self, key: &str) -> Result<KeyInfo> {
@@ -467,31 +277,5 @@ impl Storage for RedisStorage {
     async fn delete_fenced(&self, key: &str, lease: &Lease) -> Result<()> {
         lease.check_fence()?;
         self.delete_all(key, Some(lease)).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_carry_the_hash_tag() {
-        let names = Names::new("ns_1").unwrap();
-        assert_eq!(names.value("a/b"), "{ns_1}:v:a/b");
-        assert_eq!(names.index, "{ns_1}:index");
-        assert_eq!(names.lock("issue/x"), "{ns_1}:lock:issue/x");
-        for bad in ["", "a{b", "a}b", "a\nb"] {
-            assert!(Names::new(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn ranges_and_children() {
-        assert_eq!(lex_range(""), ("-".to_owned(), "+".to_owned()));
-        assert_eq!(lex_range("a/b"), ("[a/b/".to_owned(), "(a/b0".to_owned()));
-        assert_eq!(child_of("a/b/c", "a"), "a/b");
-        assert_eq!(child_of("a/b", "a"), "a/b");
-        assert_eq!(child_of("a/b", ""), "a");
-        assert_eq!(child_of("z", ""), "z");
     }
 }
