@@ -4,10 +4,7 @@
 #![deny(missing_docs)]
 
 mod commands;
-mod doctor;
-mod ops;
 mod output;
-mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,29 +87,29 @@ impl Global {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an HTTPS server with certificates from the internal CA, kept in shared storage.
-    Serve(serve::ServeArgs),
+    Serve(commands::serve::ServeArgs),
     /// List certificates: name, issuer, end of validity, time left.
-    Ls(commands::LsArgs),
+    Ls(commands::ls::LsArgs),
     /// Show one certificate: names, issuer, validity, key type, serial, fingerprint.
-    Show(commands::ShowArgs),
+    Show(commands::show::ShowArgs),
     /// Write a certificate and its key to files (mode 0600, directory 0700).
-    Export(commands::ExportArgs),
+    Export(commands::export::ExportArgs),
     /// Store a certificate and key from PEM files.
-    Import(commands::ImportArgs),
+    Import(commands::import::ImportArgs),
     /// Remove one certificate (a broken one, say), under its name's lock.
-    Rm(commands::RmArgs),
+    Rm(commands::rm::RmArgs),
     /// Copy every key from one storage to another, verified and resumable.
-    Migrate(ops::MigrateArgs),
+    Migrate(commands::migrate::MigrateArgs),
     /// Re-seal every value of an encrypted storage under the current key.
-    Rekey(ops::RekeyArgs),
+    Rekey(commands::rekey::RekeyArgs),
     /// List held locks with their holder token, age and expiry.
-    Locks(ops::LocksArgs),
+    Locks(commands::locks::LocksArgs),
     /// Remove a lock whatever its holder (for a holder known to be gone).
-    Unlock(ops::UnlockArgs),
+    Unlock(commands::locks::UnlockArgs),
     /// Remove certificates expired past a grace period, and expired locks.
-    Clean(ops::CleanArgs),
+    Clean(commands::clean::CleanArgs),
     /// Check connectivity, permissions, a round trip, locks, clock skew and the key.
-    Doctor(doctor::DoctorArgs),
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -172,18 +169,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(&global, args).await,
-            Command::Ls(args) => commands::ls(&global, args).await,
-            Command::Show(args) => commands::show(&global, args).await,
-            Command::Export(args) => commands::export(&global, args).await,
-            Command::Import(args) => commands::import(&global, args).await,
-            Command::Rm(args) => commands::rm(&global, args).await,
-            Command::Migrate(args) => ops::migrate_cmd(&global, args).await,
-            Command::Rekey(args) => ops::rekey(&global, args).await,
-            Command::Locks(args) => ops::locks(&global, args).await,
-            Command::Unlock(args) => ops::unlock(&global, args).await,
-            Command::Clean(args) => ops::clean(&global, args).await,
-            Command::Doctor(args) => doctor::doctor(&global, args).await,
+            Command::Serve(args) => commands::serve::run(&global, args).await,
+            Command::Ls(args) => commands::ls::run(&global, args).await,
+            Command::Show(args) => commands::show::run(&global, args).await,
+            Command::Export(args) => commands::export::run(&global, args).await,
+            Command::Import(args) => commands::import::run(&global, args).await,
+            Command::Rm(args) => commands::rm::run(&global, args).await,
+            Command::Migrate(args) => commands::migrate::run(&global, args).await,
+            Command::Rekey(args) => commands::rekey::run(&global, args).await,
+            Command::Locks(args) => commands::locks::list(&global, args).await,
+            Command::Unlock(args) => commands::locks::unlock(&global, args).await,
+            Command::Clean(args) => commands::clean::run(&global, args).await,
+            Command::Doctor(args) => commands::doctor::run(&global, args).await,
         }
     });
     // Background tasks (lock keep-alives, connection managers) end with the runtime.

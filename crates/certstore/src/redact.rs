@@ -326,8 +326,8 @@ mod tests {
         }
     }
 
-    /// Passwords written without percent-encoding: the old code ended the authority at
-    /// the first `/`, `?` or `#` and printed the rest of the password.
+    /// Passwords written without percent-encoding: the authority does not end at the
+    /// first `/`, `?` or `#` inside the password, so no part of it is printed.
     #[test]
     fn unencoded_delimiters_in_passwords_stay_hidden() {
         let cases = [

@@ -4,40 +4,16 @@
 //! header), and `show` of that name exits non-zero.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Stdio};
 
+use common::{KEY_A, Run, make_cert, path, run_env};
 use integration_tests::{service_url, unique_name};
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-fn certstore(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_certstore"))
-        .args(args)
-        .env_remove("CERTSTORE_STORAGE")
-        .env_remove("RUST_LOG")
-        .env("CERTSTORE_KEY", KEY)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let crt = dir.join(format!("{name}.crt"));
-    let pem = dir.join(format!("{name}.key"));
-    std::fs::write(&crt, cert.pem()).unwrap();
-    std::fs::write(&pem, key.serialize_pem()).unwrap();
-    (crt, pem)
+/// `certstore` with `args`, the test key set for encrypted storages.
+fn certstore(args: &[&str]) -> Run {
+    run_env(&[("CERTSTORE_KEY", KEY_A)], args)
 }
 
 /// Imports `good.example` and `bad.example` into `url`, lets `damage` break the latter's
@@ -45,22 +21,23 @@ fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 fn one_bad_row(url: &str, damage: impl FnOnce()) {
     let dir = tempfile::tempdir().unwrap();
     for name in ["good.example", "bad.example"] {
-        let (crt, key) = cert(dir.path(), name);
-        let (code, _, stderr) = certstore(&[
+        let (crt, key) = make_cert(dir.path(), name, &[name]);
+        certstore(&[
             "import",
             "--storage",
             url,
             "--cert",
-            crt.to_str().unwrap(),
+            &path(&crt),
             "--key",
-            key.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{stderr}");
+            &path(&key),
+        ])
+        .ok();
     }
     damage();
-    let (code, stdout, stderr) = certstore(&["ls", "--json", "--storage", url]);
-    assert_eq!(code, 0, "ls lists the rest: {stderr}");
-    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ls = certstore(&["ls", "--json", "--storage", url]);
+    assert_eq!(ls.code, 0, "ls lists the rest: {}", ls.stderr);
+    let stdout = &ls.stdout;
+    let rows = ls.json();
     let rows = rows.as_array().unwrap();
     let row = |name: &str| {
         rows.iter()
@@ -71,10 +48,9 @@ fn one_bad_row(url: &str, damage: impl FnOnce()) {
     assert_eq!(row("good.example")["broken"], false, "{stdout}");
     assert_eq!(row("bad.example")["broken"], true, "{stdout}");
     assert!(row("bad.example")["reason"].is_string(), "{stdout}");
-    let (code, _, _) = certstore(&["show", "--storage", url, "bad.example"]);
-    assert_ne!(code, 0, "show of an unreadable certificate fails");
-    let (code, _, stderr) = certstore(&["show", "--storage", url, "good.example"]);
-    assert_eq!(code, 0, "{stderr}");
+    let shown = certstore(&["show", "--storage", url, "bad.example"]);
+    assert_ne!(shown.code, 0, "show of an unreadable certificate fails");
+    certstore(&["show", "--storage", url, "good.example"]).ok();
 }
 
 #[test]

@@ -5,27 +5,21 @@
 //! and `export` writes a key and a chain that belong together.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cert_core::record::{self, CertificateId, RecordState};
 use cert_core::rustls;
 use cert_file::FileStorage;
+use common::{command, make_cert};
 
 const NAME: &str = "drill.example";
-
-fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_certstore"));
-    for var in ["CERTSTORE_STORAGE", "CERTSTORE_KEY", "RUST_LOG"] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 /// A small deterministic generator, seeded from the clock and printed, so a failing
 /// sequence of kill moments can be replayed by setting `CERTSTORE_DRILL_SEED`.
@@ -56,14 +50,9 @@ impl Rng {
 }
 
 fn self_signed(dir: &Path, tag: &str) -> (PathBuf, PathBuf, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec![NAME.to_owned()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let crt = dir.join(format!("{tag}.crt"));
-    let pem_key = dir.join(format!("{tag}.key"));
-    std::fs::write(&crt, cert.pem()).unwrap();
-    std::fs::write(&pem_key, key.serialize_pem()).unwrap();
-    (crt, pem_key, leaf_serial(&cert.pem()))
+    let (crt, key) = make_cert(dir, tag, &[NAME]);
+    let serial = leaf_serial(&std::fs::read_to_string(&crt).unwrap());
+    (crt, key, serial)
 }
 
 fn leaf_serial(chain_pem: &str) -> String {
@@ -72,7 +61,7 @@ fn leaf_serial(chain_pem: &str) -> String {
 }
 
 fn import(store: &Path, cert: &Path, key: &Path, delay_ms: u64) -> Child {
-    command()
+    command(&[])
         .env("CERTSTORE_DRILL_WRITE_DELAY_MS", delay_ms.to_string())
         .args([
             "import",
@@ -158,7 +147,7 @@ fn copies_stale(store: &Path) -> bool {
 fn export_matches(store: &Path) -> String {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("export");
-    let status = command()
+    let status = command(&[])
         .args(["export", NAME, "--issuer", "local", "--storage"])
         .arg(store)
         .arg("--out")
@@ -242,7 +231,7 @@ fn listening_on(child: &mut Child) -> SocketAddr {
 }
 
 fn serve(store: &Path, delay_ms: u64) -> Child {
-    let mut cmd = command();
+    let mut cmd = command(&[]);
     cmd.env("CERTSTORE_DRILL_WRITE_DELAY_MS", delay_ms.to_string())
         .args([
             "serve",

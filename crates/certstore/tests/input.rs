@@ -4,101 +4,15 @@
 //! source, escape sequences in what is printed, and the messages an operator needs.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cert_core::{Locker, Storage};
 use cert_file::FileStorage;
-
-const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// A failure with `code`, one `error:` line on stderr that contains `text`.
-    fn fails_with(self, code: i32, text: &str) -> Self {
-        assert_eq!(
-            self.code, code,
-            "expected exit {code}\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one line on stderr: {:?}", self.stderr);
-        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
-        assert!(lines[0].contains(text), "{text:?} in {}", self.stderr);
-        self
-    }
-}
-
-fn command(env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_certstore"));
-    for var in ["CERTSTORE_STORAGE", "CERTSTORE_KEY", "RUST_LOG"] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn run_env(env: &[(&str, &str)], args: &[&str]) -> Run {
-    let out = command(env).args(args).output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run(args: &[&str]) -> Run {
-    run_env(&[], args)
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// A self-signed certificate written as `<dir>/<file>.crt` and `.key`, shaped by `shape`.
-fn make_cert_with(
-    dir: &Path,
-    file: &str,
-    names: &[&str],
-    shape: impl FnOnce(&mut rcgen::CertificateParams),
-) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2099, 1, 1);
-    shape(&mut params);
-    let cert = params.self_signed(&key).unwrap();
-    let crt = dir.join(format!("{file}.crt"));
-    let pem_key = dir.join(format!("{file}.key"));
-    std::fs::write(&crt, cert.pem()).unwrap();
-    std::fs::write(&pem_key, key.serialize_pem()).unwrap();
-    (crt, pem_key)
-}
-
-fn make_cert(dir: &Path, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    make_cert_with(dir, file, names, |_| {})
-}
+use common::{KEY_A, Run, command, make_cert, make_cert_with, path, run, run_env};
 
 fn import_args<'a>(store: &'a str, crt: &'a str, key: &'a str) -> Vec<&'a str> {
     vec!["import", "--storage", store, "--cert", crt, "--key", key]

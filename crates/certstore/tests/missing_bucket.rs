@@ -2,40 +2,23 @@
 //! instead of showing up as missing keys; so is the missing directory of a SQLite database.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::process::{Command, Stdio};
+mod common;
 
+use common::run;
 use integration_tests::{service_url, unique_name};
 
-fn certstore(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_certstore"))
-        .args(args)
-        .env_remove("CERTSTORE_STORAGE")
-        .env_remove("RUST_LOG")
-        .env("AWS_ACCESS_KEY_ID", "certstore")
-        .env("AWS_SECRET_ACCESS_KEY", "certstore-secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn check(url: &str, what: &str) {
-    let (code, stderr) = certstore(&["ls", "--storage", url]);
-    assert_eq!(code, 2, "{stderr}");
+    let out = run(&["ls", "--storage", url]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let stderr = out.stderr;
     assert!(
         stderr.contains(&format!("the {what}")) && stderr.contains("does not exist"),
         "{stderr}"
     );
     assert!(stderr.contains("--create"), "{stderr}");
     assert!(!stderr.contains("not found: "), "{stderr}");
-    let (code, stderr) = certstore(&["ls", "--create", "--storage", url]);
-    assert_eq!(code, 0, "{stderr}");
-    let (code, stderr) = certstore(&["ls", "--storage", url]);
-    assert_eq!(code, 0, "{stderr}");
+    run(&["ls", "--create", "--storage", url]).ok();
+    run(&["ls", "--storage", url]).ok();
 }
 
 #[test]
@@ -66,8 +49,9 @@ fn a_missing_azure_container_is_named() {
 fn a_missing_sqlite_directory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("absent").join("certs.db");
-    let (code, stderr) = certstore(&["ls", "--storage", &format!("sqlite://{}", db.display())]);
-    assert_ne!(code, 0);
+    let out = run(&["ls", "--storage", &format!("sqlite://{}", db.display())]);
+    assert_ne!(out.code, 0);
+    let stderr = out.stderr;
     assert!(
         stderr.contains("the directory") && stderr.contains("does not exist"),
         "{stderr}"

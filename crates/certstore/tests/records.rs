@@ -3,75 +3,14 @@
 //! bundle) still work, and what the command writes is a bundle first.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cert_core::record::{self, CertificateId, Layout, RecordState};
-use cert_core::rustls::pki_types::ServerName;
-use cert_core::rustls::{self, RootCertStore};
-use cert_core::tokio_rustls::TlsConnector;
 use cert_core::{Storage, StoredCertificate};
 use cert_file::FileStorage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn fails(self, code: i32) -> Self {
-        assert_eq!(
-            self.code, code,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        assert!(self.stderr.starts_with("error: "), "{}", self.stderr);
-        self
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("{err}: {}", self.stdout))
-    }
-}
-
-fn run(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_certstore"))
-        .env_remove("CERTSTORE_STORAGE")
-        .env_remove("CERTSTORE_KEY")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// A self-signed certificate for `name` valid until 2099: (chain PEM, key PEM).
-fn make_cert(name: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2099, 1, 1);
-    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
-}
+use common::{fetch, run, self_signed, serve};
 
 /// Writes a record the way releases before bundles did: key, chain, then metadata.
 async fn write_old_layout(
@@ -104,80 +43,6 @@ fn certificates_check(doctor: &serde_json::Value) -> Vec<serde_json::Value> {
         .collect()
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    root: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(storage: &str, domains: &[&str]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_certstore"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage", storage]);
-    for domain in domains {
-        cmd.args(["--domain", domain]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut port, mut root) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if let Some(path) = line.strip_prefix("root CA certificate: ") {
-            root = Some(path.to_owned());
-        }
-        if line.starts_with("try: ") || Instant::now() > deadline {
-            break;
-        }
-    }
-    Server {
-        child,
-        port: port.expect("the server printed its address"),
-        root: root.expect("the server printed the root path"),
-    }
-}
-
-/// Fetches `/` over TLS for `name`, trusting only `root_pem`: the page and the leaf DER.
-async fn fetch(port: u16, name: &str, root_pem: &str) -> (String, Vec<u8>) {
-    let mut roots = RootCertStore::empty();
-    for cert in cert_core::certificate::parse_chain(root_pem).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut tls = TlsConnector::from(Arc::new(client))
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap();
-    tls.write_all(format!("GET / HTTP/1.1\r\nhost: {name}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).await.unwrap();
-    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    (String::from_utf8(response).unwrap(), leaf)
-}
-
 #[tokio::test]
 async fn a_broken_record_is_reported_removable_and_reissued_by_serve() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,8 +51,8 @@ async fn a_broken_record_is_reported_removable_and_reissued_by_serve() {
     let files = FileStorage::new(&root);
     // broken.example: the three values of an older release that do not belong together
     // (the key is another certificate's).
-    let (chain, key) = make_cert("broken.example");
-    let (_, other_key) = make_cert("other.example");
+    let (chain, key) = self_signed(&["broken.example"]);
+    let (_, other_key) = self_signed(&["other.example"]);
     let broken = CertificateId::new("local", "broken.example");
     write_old_layout(
         &files,
@@ -199,7 +64,7 @@ async fn a_broken_record_is_reported_removable_and_reissued_by_serve() {
     .await;
     // gone.example: copies without a bundle and without metadata.
     let gone = CertificateId::new("local", "gone.example");
-    let (gone_chain, gone_key) = make_cert("gone.example");
+    let (gone_chain, gone_key) = self_signed(&["gone.example"]);
     files
         .store(&gone.key_key(), gone_key.as_bytes())
         .await
@@ -351,7 +216,7 @@ async fn older_layout_records_still_work_and_import_writes_a_bundle() {
     let root = dir.path().join("store");
     let store = root.display().to_string();
     let files = FileStorage::new(&root);
-    let (chain, key) = make_cert("old.example");
+    let (chain, key) = self_signed(&["old.example"]);
     let old = CertificateId::new("imported", "old.example");
     write_old_layout(
         &files,
@@ -407,7 +272,7 @@ async fn older_layout_records_still_work_and_import_writes_a_bundle() {
     );
 
     // Import writes a bundle (the record) beside the copies.
-    let (new_chain, new_key) = make_cert("new.example");
+    let (new_chain, new_key) = self_signed(&["new.example"]);
     std::fs::write(dir.path().join("new.crt"), &new_chain).unwrap();
     std::fs::write(dir.path().join("new.key"), &new_key).unwrap();
     run(&[

@@ -2,103 +2,29 @@
 //! gets the page, and a second process on the same storage serves the same certificate.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cert_core::rustls::pki_types::ServerName;
-use cert_core::rustls::{self, RootCertStore};
-use cert_core::tokio_rustls::TlsConnector;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Server {
-    child: Child,
-    port: u16,
-    root: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(storage: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_certstore"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--storage"])
-        .arg(storage)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut port = None;
-    let mut root = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if let Some(path) = line.strip_prefix("root CA certificate: ") {
-            root = Some(path.to_owned());
-        }
-        if line.starts_with("try: ") || Instant::now() > deadline {
-            break;
-        }
-    }
-    Server {
-        child,
-        port: port.expect("the server printed its address"),
-        root: root.expect("the server printed the root path"),
-    }
-}
-
-/// Fetches `/` over TLS, trusting only `root_pem`; returns the page and the leaf DER.
-async fn fetch(port: u16, root_pem: &str) -> (String, Vec<u8>) {
-    let mut roots = RootCertStore::empty();
-    for cert in cert_core::certificate::parse_chain(root_pem).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut tls = TlsConnector::from(Arc::new(client))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).await.unwrap();
-    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    (String::from_utf8(response).unwrap(), leaf)
-}
+use common::{command, fetch, path, serve};
 
 #[tokio::test]
 async fn two_servers_share_one_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("store");
-    let first = start(&storage);
+    let first = serve(&path(&storage), &[]);
     let root_pem = std::fs::read_to_string(&first.root).unwrap();
-    let (page, leaf_one) = fetch(first.port, &root_pem).await;
+    let (page, leaf_one) = fetch(first.port, "localhost", &root_pem).await;
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(page.contains("Hello from certstore"));
     assert!(page.contains("Server name: localhost"));
 
-    let second = start(&storage);
+    let second = serve(&path(&storage), &[]);
     assert_eq!(second.root, first.root);
-    let (page, leaf_two) = fetch(second.port, &root_pem).await;
+    let (page, leaf_two) = fetch(second.port, "localhost", &root_pem).await;
     assert!(page.contains("Hello from certstore"));
     assert_eq!(
         leaf_one, leaf_two,
@@ -114,7 +40,7 @@ async fn two_servers_share_one_certificate() {
 #[test]
 fn a_bad_listen_address_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_certstore"))
+    let out = command(&[])
         .args(["serve", "--listen", "not-an-address", "--storage"])
         .arg(dir.path())
         .output()
@@ -130,8 +56,7 @@ fn a_port_in_use_is_the_first_line_on_stderr_and_nothing_is_stored() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let storage = dir.path().join("store");
-    let out = Command::new(env!("CARGO_BIN_EXE_certstore"))
-        .env_remove("RUST_LOG")
+    let out = command(&[])
         .args(["serve", "--listen", &addr, "--storage"])
         .arg(&storage)
         .output()
@@ -154,9 +79,7 @@ fn the_root_copy_is_private_and_removed_on_sigterm() {
     std::fs::create_dir(&tmp).unwrap();
     // An SQLite storage holds no root file to point at: the server writes a copy.
     let storage = format!("sqlite://{}", dir.path().join("s.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_certstore"))
-        .env_remove("RUST_LOG")
-        .env("TMPDIR", &tmp)
+    let mut child = command(&[("TMPDIR", &path(&tmp))])
         .args(["serve", "--listen", "127.0.0.1:0", "--storage", &storage])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
