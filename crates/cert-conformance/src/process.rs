@@ -115,8 +115,10 @@ async fn child(fixture: &Fixture) {
     let caps = fixture.capabilities();
     let store = fixture.store().await;
     let locker: Arc<dyn Locker> = Arc::clone(&store) as Arc<dyn Locker>;
+    // Exclusion is what is tested here, not expiry (every cycle releases): a long lease
+    // keeps an emulator that stalls for seconds on a busy machine from ending it early.
     let opts = LockOptions::default()
-        .with_ttl(caps.ttl(Duration::from_secs(10)))
+        .with_ttl(caps.ttl(Duration::from_secs(30)))
         .with_backoff(Duration::from_millis(1), Duration::from_millis(20));
     for cycle in 0..caps.cycles {
         let guard = ok(

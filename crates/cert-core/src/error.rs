@@ -79,12 +79,6 @@ pub enum Error {
         /// The largest size accepted.
         limit: usize,
     },
-    /// A create-only write found the key already present.
-    #[error("already exists: {key}")]
-    AlreadyExists {
-        /// The key that exists.
-        key: String,
-    },
     /// The operation conflicts with what is stored, for example a value stored where a
     /// prefix with keys below it exists on a hierarchical backend.
     #[error("conflict at {key}: {reason}")]

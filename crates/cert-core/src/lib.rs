@@ -30,8 +30,8 @@
 mod cache;
 pub mod certificate;
 pub mod challenge;
+mod compose;
 mod error;
-mod forward;
 pub mod issuer;
 pub mod keys;
 mod lock;
@@ -45,6 +45,7 @@ pub mod testing;
 
 pub use cache::Cache;
 pub use certificate::{CertificateError, CertificateMeta, KeyType, StoredCertificate};
+pub use compose::{Layer, Store};
 pub use error::{BoxError, Error, KeyProblem, Result};
 pub use issuer::{
     AcmeConfig, AcmeIssuer, InternalIssuer, InternalIssuerConfig, IssueError, IssueRequest, Issued,
@@ -64,12 +65,6 @@ pub use storage::{
     is_below, list_from_keys, range_end, range_start, validate_key, validate_prefix,
     validate_value,
 };
-
-/// A storage that also provides locks: what the certificate engine and the shared test
-/// suite need. Every type implementing both traits is one.
-pub trait Store: Storage + Locker {}
-
-impl<T: Storage + Locker> Store for T {}
 
 pub use async_trait::async_trait;
 pub use rustls;

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cert_core::{Error, KeyInfo, Lease, Locker, Result, Storage, validate_key};
+use cert_core::{Error, KeyInfo, Layer, Lease, Locker, Result, Storage, validate_key};
 
 use crate::envelope::{Envelope, looks_sealed};
 use crate::keycheck::{KEYCHECK_PREFIX, is_reserved};
@@ -231,16 +231,6 @@ impl<S: Locker> Locker for Encrypted<S> {
     async fn clean_expired_locks(&self) -> Result<usize> {
         self.inner.clean_expired_locks().await
     }
-}
-
-/// Wraps a value in another, tower style: a tiny trait with no bound on what it wraps, so
-/// storage wrappers compose (`layer_a.layer(layer_b.layer(storage))`).
-pub trait Layer<S> {
-    /// What wrapping `S` gives.
-    type Wrapped;
-
-    /// Wraps `inner`.
-    fn layer(&self, inner: S) -> Self::Wrapped;
 }
 
 /// Builds [`Encrypted`] storages that share one key ring.

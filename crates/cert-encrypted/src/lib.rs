@@ -113,7 +113,8 @@ mod rekey;
 mod ring;
 mod secret_key;
 
-pub use encrypted::{Encrypted, EncryptedLayer, Layer};
+pub use cert_core::Layer;
+pub use encrypted::{Encrypted, EncryptedLayer};
 pub use envelope::{
     Envelope, HEADER_LEN, KEY_LEN_PREFIX, MAGIC, MIN_ENVELOPE_LEN, NONCE_LEN, OpenError, TAG_LEN,
     VERSION, overhead,

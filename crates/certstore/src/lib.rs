@@ -46,7 +46,7 @@ pub use cert_core::{LockAdmin, LockInfo};
 pub use open::EncryptedStore;
 pub use open::{
     AZURE_CONNECTION_STRING_ENV, AZURE_KEY_ENV, AZURE_SAS_ENV, KEY_ENV, OpenError, OpenOptions,
-    Opened, PREVIOUS_KEYS_ENV, SharedStore, open,
+    Opened, PREVIOUS_KEYS_ENV, open,
 };
 pub use redact::redact;
 pub use url::{Backend, StorageUrl, Target, UrlError};

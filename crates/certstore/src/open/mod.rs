@@ -9,7 +9,6 @@ mod backends;
 #[cfg(feature = "encrypted")]
 mod keys;
 mod options;
-mod shared;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -23,9 +22,11 @@ pub use options::{
     AZURE_CONNECTION_STRING_ENV, AZURE_KEY_ENV, AZURE_SAS_ENV, KEY_ENV, OpenOptions,
     PREVIOUS_KEYS_ENV,
 };
+/// The encrypted view of a storage opened from an `encrypted+` URL: `Encrypted<S>` wraps
+/// the storage chosen at run time directly, since `Arc<dyn Store>` is itself a
+/// `Storage + Locker` that forwards every method, fenced writes included.
 #[cfg(feature = "encrypted")]
-pub use shared::EncryptedStore;
-pub use shared::SharedStore;
+pub type EncryptedStore = cert_encrypted::Encrypted<Arc<dyn Store>>;
 
 /// Why [`open`] failed. Messages never contain secrets from the URL or keys.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +160,7 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<Opened, OpenError>
     #[cfg(feature = "encrypted")]
     if let Some(ring) = ring {
         let ids: Vec<String> = ring.ids().iter().map(ToString::to_string).collect();
-        let encrypted = cert_encrypted::Encrypted::new(SharedStore(opened.store), ring)
+        let encrypted = cert_encrypted::Encrypted::new(opened.store, ring)
             .with_plaintext_migration(options.plaintext_migration);
         opened.store = Arc::new(encrypted.clone());
         opened.description = format!(

@@ -1,6 +1,9 @@
-//! [`Storage`] and [`Locker`] through `Arc<T>` and `Box<T>`: every method forwards to the
-//! pointee, including the provided ones a backend may override (fenced writes, cleaning of
-//! expired locks), so a shared or boxed backend keeps its atomic versions.
+//! How storages combine: [`Store`] (a storage that also provides locks), [`Layer`] (one
+//! storage wrapped in another), and [`Storage`] and [`Locker`] through `Arc<T>` and
+//! `Box<T>`. Every method of the pointer impls forwards to the pointee, including the
+//! provided ones a backend may override (fenced writes, cleaning of expired locks), so a
+//! shared or boxed backend keeps its atomic versions, and `Arc<dyn Store>` is a storage
+//! that wrappers such as `Encrypted<S>` take as it is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +13,22 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::lock::{Lease, Locker};
 use crate::storage::{KeyInfo, Storage};
+
+/// A storage that also provides locks: what the certificate engine and the shared test
+/// suite need. Every type implementing both traits is one.
+pub trait Store: Storage + Locker {}
+
+impl<T: Storage + Locker> Store for T {}
+
+/// Wraps a value in another, tower style: a tiny trait with no bound on what it wraps, so
+/// storage wrappers compose (`layer_a.layer(layer_b.layer(storage))`).
+pub trait Layer<S> {
+    /// What wrapping `S` gives.
+    type Wrapped;
+
+    /// Wraps `inner`.
+    fn layer(&self, inner: S) -> Self::Wrapped;
+}
 
 /// Implements both traits for a pointer type by forwarding every method, one body for
 /// all pointers so they cannot drift apart.
