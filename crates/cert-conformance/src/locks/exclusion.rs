@@ -58,7 +58,9 @@ pub async fn lock_mutual_exclusion(fixture: &Fixture) {
     const ROUNDS: usize = 3;
     let main = fixture.store().await;
     let other = fixture.open_another().await;
-    let opts = options(fixture.capabilities().ttl(Duration::from_secs(5)));
+    // Exclusion is what is tested, not expiry (every holder releases): a minute-long lease
+    // keeps a server that stalls for seconds on a busy machine from ending one early.
+    let opts = options(fixture.capabilities().ttl(Duration::from_secs(60)));
     let inside = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for t in 0..TASKS {
