@@ -154,7 +154,13 @@ async fn lease_takeover_race_has_one_winner() {
             stores[1].release(&abandoned).await,
             Err(Error::LockLost { .. })
         ));
-        stores[2].release(&lease).await.unwrap();
+        // On a stalling emulator the waiters' last polls can outlast even the winner's
+        // lease (it is never refreshed here): only then may its release find it lost.
+        match stores[2].release(&lease).await {
+            Ok(()) => {}
+            Err(Error::LockLost { .. }) if lease.is_expired() => {}
+            Err(err) => panic!("round {round}: release of the winner's live lease: {err:?}"),
+        }
     }
 }
 
