@@ -1,6 +1,7 @@
 //! The S3 backend against the moto server named by `CERTSTORE_TEST_S3_URL` (skipped loudly
 //! when it is not set): the conformance suite, a takeover race on one expired lock, a
-//! server that ignores conditional writes, and a private server stopped mid-run.
+//! refresh whose answer was lost, a server that ignores conditional writes, and a private
+//! server stopped mid-run.
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpStream;
@@ -154,6 +155,38 @@ async fn expired_lock_takeover_race_has_one_winner() {
         let lease = holder.refresh(&lease, long).await.unwrap();
         holder.release(&lease).await.unwrap();
         assert!(stores[1].try_acquire(&name, ttl).await.unwrap().is_some());
+    }
+}
+
+/// A refresh that the server applied but whose answer never arrived (a request timed out
+/// on the client) leaves the holder with a stale ETag. The lease is still the holder's:
+/// its next refresh and its release must succeed, and another node still cannot take the
+/// lock in between. The lost answer is played by a second client refreshing the same
+/// lease, which rewrites the object under a new ETag the first never sees.
+#[tokio::test]
+async fn a_refresh_whose_answer_was_lost_keeps_the_lease() {
+    let Some(url) = integration_tests::service_url(VAR) else {
+        return;
+    };
+    let prefix = integration_tests::unique_name("lost-answer");
+    let holder = open(&url, &prefix).await;
+    let elsewhere = open(&url, &prefix).await;
+    let ttl = Duration::from_secs(30).max(lock_latency() * Capabilities::LATENCY_FACTOR);
+    for (round, release_first) in [(0, true), (1, false)] {
+        let name = format!("lost-answer/{round}");
+        let lease = holder.try_acquire(&name, ttl).await.unwrap().unwrap();
+        let unheard = elsewhere.refresh(&lease, ttl).await.unwrap();
+        assert_eq!(unheard.token(), lease.token());
+        assert!(elsewhere.try_acquire(&name, ttl).await.unwrap().is_none());
+        let lease = if release_first {
+            lease
+        } else {
+            holder.refresh(&lease, ttl).await.unwrap()
+        };
+        holder.release(&lease).await.unwrap();
+        let next = elsewhere.try_acquire(&name, ttl).await.unwrap();
+        assert!(next.is_some(), "round {round}: the release freed the lock");
+        elsewhere.release(&next.unwrap()).await.unwrap();
     }
 }
 

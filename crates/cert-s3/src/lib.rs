@@ -49,7 +49,10 @@
 //!   **release**: `DeleteObject` with `If-Match` on it. Both fail with
 //!   [`LockLost`](cert_core::Error::LockLost) once someone else has written the lock; a
 //!   lease already past its local deadline is refused without a request, so a release
-//!   never deletes a lock object it can no longer vouch for.
+//!   never deletes a lock object it can no longer vouch for. When the ETag does not match
+//!   but the object still carries the lease's token (a refresh the server applied whose
+//!   answer was lost to a client timeout), the holder reads the current ETag and tries
+//!   once more with it: the token, not the ETag, says who holds the lock.
 //!
 //! A holder's local deadline counts from just before its write was sent, so it always
 //! ends before any other node can judge the lease expired.

@@ -39,18 +39,7 @@ impl S3Storage {
         {
             return Ok(Some(etag.clone()));
         }
-        match self
-            .read_lock(object)
-            .await
-            .map_err(|failure| self.error(failure, lease.name()))?
-        {
-            Some(Current {
-                body: Some(body),
-                etag,
-                ..
-            }) if body.token == lease.token().as_str() => Ok(Some(etag)),
-            _ => Ok(None),
-        }
+        self.etag_if_ours(lease, object).await
     }
 
     /// After a conditional write answered 412 on a retried request: whether the lock
@@ -64,6 +53,28 @@ impl S3Storage {
             }) if current.write == body.write => Some(etag),
             _ => None,
         })
+    }
+
+    /// The ETag of the lock object when it still carries `lease`'s token and the lease is
+    /// live: then a write of this lease landed whose answer never arrived (a request that
+    /// timed out on the client after the server applied it), and the remembered ETag is
+    /// stale. `None` when the object is gone, carries another token, or the lease ran out.
+    async fn etag_if_ours(&self, lease: &Lease, object: &str) -> Result<Option<String>> {
+        if lease.is_expired() {
+            return Ok(None);
+        }
+        match self
+            .read_lock(object)
+            .await
+            .map_err(|failure| self.error(failure, lease.name()))?
+        {
+            Some(Current {
+                body: Some(body),
+                etag,
+                ..
+            }) if body.token == lease.token().as_str() => Ok(Some(etag)),
+            _ => Ok(None),
+        }
     }
 
     fn lost(name: &str) -> Error {
@@ -143,34 +154,44 @@ impl Locker for S3Storage {
             return Err(Self::lost(name));
         }
         let object = self.lock_key(name);
-        let Some(etag) = self.holder_etag(lease, &object).await? else {
+        let Some(mut etag) = self.holder_etag(lease, &object).await? else {
             return Err(Self::lost(name));
         };
         let body = LockBody::new(lease.token(), ttl);
-        let started = Instant::now();
-        match self
-            .put_lock(&object, &body.bytes(), Condition::Replace(&etag))
-            .await
-        {
-            Ok(etag) => {
-                self.remember(name, lease.token(), etag);
-                Ok(lease.renewed(ttl, started))
-            }
-            Err(failure) if matches!(failure.kind, Kind::Precondition | Kind::NotFound) => {
-                if failure.retried
-                    && let Some(etag) = self
-                        .landed(&object, &body)
-                        .await
-                        .map_err(|failure| self.error(failure, name))?
-                {
+        for attempt in 0..2 {
+            let started = Instant::now();
+            match self
+                .put_lock(&object, &body.bytes(), Condition::Replace(&etag))
+                .await
+            {
+                Ok(etag) => {
                     self.remember(name, lease.token(), etag);
                     return Ok(lease.renewed(ttl, started));
                 }
-                self.forget(name, lease.token());
-                Err(Self::lost(name))
+                Err(failure) if matches!(failure.kind, Kind::Precondition | Kind::NotFound) => {
+                    if failure.retried
+                        && let Some(etag) = self
+                            .landed(&object, &body)
+                            .await
+                            .map_err(|failure| self.error(failure, name))?
+                    {
+                        self.remember(name, lease.token(), etag);
+                        return Ok(lease.renewed(ttl, started));
+                    }
+                    if attempt == 0
+                        && failure.kind == Kind::Precondition
+                        && let Some(current) = self.etag_if_ours(lease, &object).await?
+                    {
+                        etag = current;
+                        continue;
+                    }
+                    break;
+                }
+                Err(failure) => return Err(self.error(failure, name)),
             }
-            Err(failure) => Err(self.error(failure, name)),
         }
+        self.forget(name, lease.token());
+        Err(Self::lost(name))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
@@ -185,41 +206,42 @@ impl Locker for S3Storage {
             return Err(Self::lost(name));
         }
         let object = self.lock_key(name);
-        let Some(etag) = self.holder_etag(lease, &object).await? else {
+        let Some(mut etag) = self.holder_etag(lease, &object).await? else {
             self.forget(name, lease.token());
             return Err(Self::lost(name));
         };
-        let result = self.delete_lock(&object, &etag).await;
-        self.forget(name, lease.token());
-        match result {
-            // Deleted, but the deadline passed while the request ran: whatever was done
-            // under the lease may have overlapped with a takeover, so say so.
-            Ok(()) if lease.is_expired() => Err(Self::lost(name)),
-            Ok(()) => Ok(()),
-            // An earlier try of the delete landed and its answer was lost.
-            Err(failure) if failure.kind == Kind::NotFound && failure.retried => Ok(()),
-            // The same, but another node has taken the free lock since: while the lease is
-            // live no one else can replace the object this lease wrote, so an object that
-            // no longer carries its token was deleted by that earlier try. (One that still
-            // does means the remembered ETag was stale: the lease is not what it thought.)
-            Err(failure)
-                if failure.kind == Kind::Precondition && failure.retried && !lease.is_expired() =>
-            {
-                match self
-                    .read_lock(&object)
-                    .await
-                    .map_err(|failure| self.error(failure, name))?
-                {
-                    Some(Current {
-                        body: Some(body), ..
-                    }) if body.token == lease.token().as_str() => Err(Self::lost(name)),
-                    _ => Ok(()),
+        let mut outcome = Err(Self::lost(name));
+        for attempt in 0..2 {
+            let result = self.delete_lock(&object, &etag).await;
+            outcome = match result {
+                // Deleted, but the deadline passed while the request ran: whatever was
+                // done under the lease may have overlapped with a takeover, so say so.
+                Ok(()) if lease.is_expired() => Err(Self::lost(name)),
+                Ok(()) => Ok(()),
+                // An earlier try of the delete landed and its answer was lost.
+                Err(failure) if failure.kind == Kind::NotFound && failure.retried => Ok(()),
+                Err(failure) if failure.kind == Kind::Precondition => {
+                    match self.etag_if_ours(lease, &object).await? {
+                        // Still ours under another ETag: a refresh of this lease landed
+                        // without its answer arriving. Delete that object, once.
+                        Some(current) if attempt == 0 => {
+                            etag = current;
+                            continue;
+                        }
+                        Some(_) => Err(Self::lost(name)),
+                        // An earlier try of this delete landed, and another node has taken
+                        // the free lock since: while the lease is live no one else can
+                        // replace the object this lease wrote.
+                        None if failure.retried && !lease.is_expired() => Ok(()),
+                        None => Err(Self::lost(name)),
+                    }
                 }
-            }
-            Err(failure) if matches!(failure.kind, Kind::Precondition | Kind::NotFound) => {
-                Err(Self::lost(name))
-            }
-            Err(failure) => Err(self.error(failure, name)),
+                Err(failure) if failure.kind == Kind::NotFound => Err(Self::lost(name)),
+                Err(failure) => Err(self.error(failure, name)),
+            };
+            break;
         }
+        self.forget(name, lease.token());
+        outcome
     }
 }
