@@ -6,8 +6,10 @@
 #
 #   export CERTSTORE_TEST_S3_URL=http://127.0.0.1:9000
 #
-# Moto honours conditional writes (If-None-Match: *, If-Match) atomically, which the S3
-# lock implementation needs. Tests create their own buckets; this creates nothing.
+# Moto honours conditional writes (If-None-Match: *, If-Match), but checks and writes in two
+# steps on a threaded server; moto_server.py (beside this script) runs it with conditional
+# writes one at a time, atomic as on Amazon S3, which the S3 lock implementation needs.
+# Tests create their own buckets; this creates nothing.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,7 +54,7 @@ if answers; then
   log "a server already answers on $url"
 else
   log "starting moto on $url (log: $run/moto.log)"
-  nohup "$venv/bin/moto_server" -H "$host" -p "$port" >>"$run/moto.log" 2>&1 </dev/null &
+  nohup "$venv/bin/python" "$here/moto_server.py" "$host" "$port" >>"$run/moto.log" 2>&1 </dev/null &
   echo $! >"$run/moto.pid"
   # The emulator stands in for a service that runs on machines of its own: a busy test
   # machine must not starve it (requests would time out).
