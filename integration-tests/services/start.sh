@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Makes every server the integration tests need available on loopback, idempotently, without
 # Docker: uses a server already running, else installs it from Debian packages and starts it.
-# Creates the test databases and users, then writes the connection URLs to
-# integration-tests/services/.run/env (and prints them) as CERTSTORE_TEST_* variables.
+# Creates the test databases and users, installs the servers' own command-line clients (psql,
+# mariadb, sqlite3) that the interoperability tests drive, then writes the connection URLs
+# and client paths to integration-tests/services/.run/env (and prints them) as
+# CERTSTORE_TEST_* variables.
 #
 #   bash integration-tests/services/start.sh && source integration-tests/services/.run/env
 set -euo pipefail
@@ -39,6 +41,17 @@ wait_for() { # wait_for NAME TRIES COMMAND...
   return 1
 }
 
+# client VAR PACKAGE COMMAND: installs PACKAGE unless COMMAND is on the PATH, then prints
+# `export VAR=<path of COMMAND>`.
+client() {
+  local var=$1 package=$2 command=$3 found
+  if ! command -v "$command" >/dev/null 2>&1; then
+    apt_install "$package"
+  fi
+  found="$(command -v "$command")"
+  echo "export $var=$found"
+}
+
 # --- PostgreSQL -------------------------------------------------------------------------
 start_postgres() {
   if ! command -v pg_ctlcluster >/dev/null 2>&1; then
@@ -61,6 +74,7 @@ start_postgres() {
     "${psql[@]}" -c "CREATE DATABASE certstore_test OWNER certstore" >&2
   fi
   echo "export CERTSTORE_TEST_POSTGRES_URL=postgres://certstore:certstore@127.0.0.1:5432/certstore_test"
+  client CERTSTORE_TEST_PSQL postgresql-client psql
 }
 
 # --- MariaDB ----------------------------------------------------------------------------
@@ -84,6 +98,7 @@ GRANT ALL PRIVILEGES ON certstore_test.* TO 'certstore'@'localhost';
 FLUSH PRIVILEGES;
 SQL
   echo "export CERTSTORE_TEST_MYSQL_URL=mysql://certstore:certstore@127.0.0.1:3306/certstore_test"
+  client CERTSTORE_TEST_MYSQL_CLIENT mariadb-client mariadb
 }
 
 # --- Redis ------------------------------------------------------------------------------
@@ -99,12 +114,15 @@ start_redis() {
   fi
   wait_for Redis 60 sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
   echo "export CERTSTORE_TEST_REDIS_URL=redis://127.0.0.1:6379/"
+  client CERTSTORE_TEST_REDIS_CLI redis-tools redis-cli
 }
 
 {
   start_postgres
   start_mariadb
   start_redis
+  # SQLite has no server: its command-line shell reads the databases the tests create.
+  client CERTSTORE_TEST_SQLITE3 sqlite3 sqlite3
   # Further servers (S3, Azurite, Pebble): each script in start.d installs and starts one,
   # idempotently, and prints its `export CERTSTORE_TEST_...=...` lines on stdout.
   for script in "$here"/start.d/*.sh; do

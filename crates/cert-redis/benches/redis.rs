@@ -1,11 +1,13 @@
 //! `RedisStorage` against the raw `redis` client doing the same round trips, in the same
 //! run, on the server named by `CERTSTORE_TEST_REDIS_URL` (nothing runs when it is unset):
 //!
-//! - store 4 KiB over an existing key: ours (the store script: `SET` of header + bytes and
-//!   `ZADD` to the index, one `EVALSHA`) vs `SET`, and vs the raw client running the same
-//!   kind of script (the same round trip and server work)
-//! - store 4 KiB to a new key: ours (the same single script) vs `SET`
-//! - load 4 KiB: ours (`GET` of header + bytes) vs `GET`
+//! - store 4 KiB over an existing key: ours (one `MULTI`/`EXEC` transaction: `SET` of the
+//!   bytes, `HSET` of the modification time, `ZADD` to the index) vs `SET`; vs the raw
+//!   client sending the same transaction (the same round trip and server work); and vs the
+//!   raw client running the same writes as a Lua script (`raw_script`), the alternative
+//!   one-round-trip design
+//! - store 4 KiB to a new key: ours (the same single transaction) vs `SET`
+//! - load 4 KiB: ours (`GET`) vs `GET`
 //! - list 100 keys: ours (index range) vs `ZRANGEBYLEX` on a sorted set of 100 members
 //! - lock + release: ours vs `SET NX PX` + a compare-and-delete script
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -81,17 +83,41 @@ fn store_and_load(c: &mut Criterion, s: &mut Setup) {
     group.bench_function("raw_script", |b| {
         let mut raw = s.raw.clone();
         let script = Script::new(
-            "redis.call('SET', KEYS[1], ARGV[1]) redis.call('ZADD', KEYS[2], 0, ARGV[2]) return 1",
+            "redis.call('SET', KEYS[1], ARGV[1]) redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) \
+             redis.call('ZADD', KEYS[2], 0, ARGV[2]) return 1",
         );
         let index = s.raw_key("index");
+        let modified = s.raw_key("modified");
         b.iter(|| {
             s.rt.block_on(async {
                 let _: () = script
                     .key(&raw_key)
                     .key(&index)
+                    .key(&modified)
                     .arg(black_box(&value))
                     .arg("value")
+                    .arg(1_700_000_000_000_000_000u64)
                     .invoke_async(&mut raw)
+                    .await
+                    .unwrap();
+            })
+        })
+    });
+    group.bench_function("raw_multi", |b| {
+        let mut raw = s.raw.clone();
+        let index = s.raw_key("index");
+        let modified = s.raw_key("modified");
+        b.iter(|| {
+            s.rt.block_on(async {
+                let _: () = redis::pipe()
+                    .atomic()
+                    .set(&raw_key, black_box(&value))
+                    .ignore()
+                    .hset(&modified, "value", 1_700_000_000_000_000_000u64)
+                    .ignore()
+                    .zadd(&index, "value", 0)
+                    .ignore()
+                    .query_async(&mut raw)
                     .await
                     .unwrap();
             })
@@ -110,7 +136,7 @@ fn store_and_load(c: &mut Criterion, s: &mut Setup) {
     group.finish();
 
     // Creating a key (absent before each timed call): the same one round trip as an
-    // overwrite, the script creating the record and its index entry.
+    // overwrite, the transaction creating the value, its time and its index entry.
     let mut group = c.benchmark_group("redis_store_4k_new_key");
     group.bench_function("raw_set", |b| {
         let mut raw = s.raw.clone();

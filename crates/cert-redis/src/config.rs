@@ -23,6 +23,12 @@ pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 /// system's root certificates, or the ones given to
 /// [`with_root_certificates_pem`](RedisConfig::with_root_certificates_pem)).
 ///
+/// The URL may also name the namespace, `?namespace=prod`. The namespace in effect is
+/// the one given with [`with_namespace`](RedisConfig::with_namespace) (or to
+/// [`RedisStorage::connect`]), else the URL's, else [`DEFAULT_NAMESPACE`]. Naming two
+/// different namespaces (one in the URL, another, not the default, given here) is an
+/// error when connecting, never a silent choice; so is naming the URL's twice.
+///
 /// `Debug` never prints the password or the certificates.
 ///
 /// ```
@@ -126,7 +132,27 @@ impl RedisConfig {
         Ok((replicas, timeout))
     }
 
-    /// The same configuration in `namespace` (not empty, without `{` or `}`).
+    /// The namespace in effect (see the type's docs): the configured one, else the URL's
+    /// `namespace` query parameter, else [`DEFAULT_NAMESPACE`]. Fails when the URL names
+    /// the namespace twice, or names one that differs from a configured one other than
+    /// the default.
+    pub fn effective_namespace(&self) -> Result<String> {
+        let from_url = url_namespace(&self.url)?;
+        let configured = self.namespace.as_str();
+        match from_url {
+            None => Ok(configured.to_owned()),
+            Some(from_url) if configured == DEFAULT_NAMESPACE || configured == from_url => {
+                Ok(from_url)
+            }
+            Some(from_url) => Err(invalid_input(format!(
+                "the Redis URL names namespace {from_url:?} but the namespace given is \
+                 {configured:?}: name it in one place, or the same in both"
+            ))),
+        }
+    }
+
+    /// The same configuration in `namespace` (not empty, without `{` or `}`). A URL that
+    /// also names a namespace must name the same one (see the type's docs).
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -151,8 +177,10 @@ impl RedisConfig {
         self
     }
 
-    /// Connects: see [`RedisStorage::from_config`].
-    pub async fn connect(self) -> Result<RedisStorage> {
+    /// Connects in the [namespace in effect](RedisConfig::effective_namespace): see
+    /// [`RedisStorage::from_config`].
+    pub async fn connect(mut self) -> Result<RedisStorage> {
+        self.namespace = self.effective_namespace()?;
         RedisStorage::from_config(self).await
     }
 }
@@ -172,6 +200,35 @@ impl fmt::Debug for RedisConfig {
             .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
+}
+
+/// A configuration error about the URL or the namespace.
+fn invalid_input(message: String) -> cert_core::Error {
+    cert_core::Error::backend(
+        crate::error::BACKEND,
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+    )
+}
+
+/// The URL's `namespace` query parameter, if it has one (a URL the client cannot read
+/// has none here: connecting reports its own error).
+fn url_namespace(url: &str) -> Result<Option<String>> {
+    let Some(url) = redis::parse_redis_url(url) else {
+        return Ok(None);
+    };
+    let mut found: Option<String> = None;
+    for (name, value) in url.query_pairs() {
+        if name != "namespace" {
+            continue;
+        }
+        if let Some(first) = &found {
+            return Err(invalid_input(format!(
+                "the Redis URL names the namespace twice ({first:?} and {value:?})"
+            )));
+        }
+        found = Some(value.into_owned());
+    }
+    Ok(found)
 }
 
 /// `url` with any password (and any query string, which may carry one) replaced by `***`.
@@ -239,6 +296,50 @@ mod tests {
         assert_eq!(config.response_timeout, Duration::from_millis(300));
         assert_eq!(config.connection_timeout, Duration::from_millis(200));
         assert_eq!(RedisConfig::new("redis://h").namespace, DEFAULT_NAMESPACE);
+    }
+
+    #[test]
+    fn namespace_from_builder_or_url_never_both_differing() {
+        let ns = |config: RedisConfig| config.effective_namespace().ok();
+        assert_eq!(
+            ns(RedisConfig::new("redis://h/0")).as_deref(),
+            Some(DEFAULT_NAMESPACE)
+        );
+        assert_eq!(
+            ns(RedisConfig::new("redis://h/0?namespace=prod")).as_deref(),
+            Some("prod")
+        );
+        assert_eq!(
+            ns(RedisConfig::new("redis://h/0").with_namespace("app")).as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            ns(RedisConfig::new("redis://h/0?namespace=prod").with_namespace("prod")).as_deref(),
+            Some("prod")
+        );
+        // The default given explicitly cannot be told from none given: the URL's applies.
+        assert_eq!(
+            ns(RedisConfig::new("redis://h/0?namespace=prod").with_namespace(DEFAULT_NAMESPACE))
+                .as_deref(),
+            Some("prod")
+        );
+        assert_eq!(
+            ns(RedisConfig::new(
+                "redis://:pw@h/0?protocol=resp3&namespace=a%20b"
+            ))
+            .as_deref(),
+            Some("a b")
+        );
+        let conflict = RedisConfig::new("redis://:pw@h/0?namespace=prod")
+            .with_namespace("staging")
+            .effective_namespace()
+            .unwrap_err()
+            .to_string();
+        assert!(conflict.contains("\"prod\""), "{conflict}");
+        assert!(conflict.contains("\"staging\""), "{conflict}");
+        assert!(!conflict.contains("pw"), "{conflict}");
+        let twice = RedisConfig::new("redis://h/0?namespace=a&namespace=b").effective_namespace();
+        assert!(twice.is_err());
     }
 
     #[test]

@@ -117,6 +117,7 @@ impl RedisStorage {
         let mut call = script.prepare_invoke();
         call.key(self.names.value(key))
             .key(&self.names.index)
+            .key(&self.names.modified)
             .arg(key)
             .arg(min)
             .arg(max)

@@ -49,19 +49,31 @@
 //!
 //! | Redis key | type | holds |
 //! |---|---|---|
-//! | `{ns}:v:<key>` | string | the record of a value: a 20-byte header (`cs1`, a reserved byte, the modification time in nanoseconds since the Unix epoch and the size, both big-endian `u64`) followed by the value's bytes |
+//! | `{ns}:v:<key>` | string | the value's exact bytes: `redis-cli GET` returns the PEM as stored |
+//! | `{ns}:modified` | hash | field `<key>`: the value's modification time, nanoseconds since the Unix epoch, in decimal |
 //! | `{ns}:index` | sorted set | every key holding a value, all with score 0, so they sort bytewise |
 //! | `{ns}:lock:<name>` | string | the token of the lease holding lock `<name>`, expiring with it |
 //!
-//! - A value and its metadata are one Redis string, so they always change together.
-//!   `store` is one round trip whether the key is new or not: a Lua script (sent by
-//!   `EVALSHA`, loaded again after `NOSCRIPT`) sets the record and adds the key to the
-//!   index at once. So a reader never sees new bytes with old metadata, every stored key
-//!   is in the index, and the index lists no key without a value (`delete` removes both
-//!   in one script too).
-//! - `load` is one `GET`; `stat` of a value one `GETRANGE` of the header. A record whose
-//!   header is damaged or whose length differs from the size it records is
-//!   [`Error::Corrupt`](cert_core::Error::Corrupt).
+//! - `store` is one round trip whether the key is new or not: one `MULTI`/`EXEC`
+//!   transaction sets the bytes, the time field and the index entry at once. So a reader
+//!   never sees new bytes with an old time, every stored key is in the index, and the index
+//!   lists no key without a value (`delete` removes all three in one script). A value's
+//!   size is its string's length.
+//! - `load` is one `GET`; `stat` one script reading the string's length, first bytes and
+//!   time field.
+//! - A value set by hand (`SET {ns}:v:<key>`) loads as it is; it is listed once its key is
+//!   in the index (`ZADD {ns}:index 0 <key>`), and its modification time is the Unix epoch
+//!   until its time field is set (`HSET {ns}:modified <key> <nanoseconds>`).
+//! - Releases before this layout kept each value behind a 20-byte header in its string
+//!   (`cs1`, a zero byte, the modification time in nanoseconds since the Unix epoch and the
+//!   size, both big-endian `u64`). Such values are still read, header and value apart, and
+//!   are written in the plain layout on their next store. A string is taken for a headed
+//!   value only when it starts with `cs1`, a zero byte, and its size field equals its length
+//!   minus 20; a value whose own bytes pass that test (crafted bytes only: no PEM, JSON or
+//!   envelope does) is stored inside such a header, so it reads back whole. Nodes of those
+//!   releases cannot read plain values: upgrade every node of a fleet before the first
+//!   store by an upgraded one, or expect them to treat new records as broken and issue
+//!   again.
 //! - `list` and the prefix checks of `exists` and `stat` read the index by lexicographic
 //!   range (`ZRANGEBYLEX` over [`range_start`](cert_core::range_start) ..
 //!   [`range_end`](cert_core::range_end)), in pages of 5,000; `KEYS` and `SCAN` are never

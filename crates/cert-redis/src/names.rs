@@ -9,10 +9,12 @@ use crate::error::BACKEND;
 #[derive(Clone, Debug)]
 pub(crate) struct Names {
     pub(crate) namespace: String,
-    /// `{ns}:v:`, followed by a storage key: the string holding that key's record.
+    /// `{ns}:v:`, followed by a storage key: the string holding that key's value.
     pub(crate) value_prefix: String,
     /// `{ns}:index`: the sorted set of every storage key holding a value.
     pub(crate) index: String,
+    /// `{ns}:modified`: the hash of every value's modification time, by storage key.
+    pub(crate) modified: String,
     /// `{ns}:lock:`, followed by a lock name: the string holding the lock's token.
     lock_prefix: String,
 }
@@ -38,6 +40,7 @@ impl Names {
             namespace: namespace.to_owned(),
             value_prefix: format!("{tag}v:"),
             index: format!("{tag}index"),
+            modified: format!("{tag}modified"),
             lock_prefix: format!("{tag}lock:"),
         })
     }
@@ -63,6 +66,7 @@ mod tests {
         let names = Names::new("ns_1").unwrap();
         assert_eq!(names.value("a/b"), "{ns_1}:v:a/b");
         assert_eq!(names.index, "{ns_1}:index");
+        assert_eq!(names.modified, "{ns_1}:modified");
         assert_eq!(names.lock("issue/x"), "{ns_1}:lock:issue/x");
         for bad in ["", "a{b", "a}b", "a\nb"] {
             assert!(Names::new(bad).is_err(), "{bad:?}");

@@ -44,7 +44,9 @@ struct ServerInfo {
 
 impl RedisStorage {
     /// Connects to the server at `url` and keeps data under `namespace` (see
-    /// [`RedisConfig`] for the URL's form and the defaults).
+    /// [`RedisConfig`] for the URL's form and the defaults). A `?namespace=` in the URL
+    /// applies when `namespace` is [`DEFAULT_NAMESPACE`](crate::DEFAULT_NAMESPACE); one
+    /// that differs from another `namespace` is an error, never silently ignored.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         RedisConfig::new(url)
             .with_namespace(namespace)
@@ -52,14 +54,15 @@ impl RedisStorage {
             .await
     }
 
-    /// Connects as `config` says and checks the server answers (and accepts the
-    /// credentials) with a `PING`.
+    /// Connects as `config` says, in its
+    /// [namespace in effect](RedisConfig::effective_namespace) (the URL's `?namespace=`
+    /// counts), and checks the server answers (and accepts the credentials) with a `PING`.
     ///
     /// Fails with [`Error::Unavailable`] when the server cannot be reached within the
     /// timeouts, [`Error::Backend`] for a malformed URL, a bad namespace or refused
     /// credentials. Must be called inside a Tokio runtime.
     pub async fn from_config(config: RedisConfig) -> Result<Self> {
-        let names = Names::new(&config.namespace)?;
+        let names = Names::new(&config.effective_namespace()?)?;
         let client = match &config.root_certificates_pem {
             Some(pem) => Client::build_with_tls(
                 config.url.as_str(),
@@ -156,15 +159,27 @@ impl Storage for RedisStorage {
     async fn store(&self, key: &str, value: &[u8]) -> Result<()> {
         validate_key(key)?;
         validate_value(key, value.len())?;
-        let record = record::encode(value, SystemTime::now());
-        let name = self.names.value(key);
+        let now = SystemTime::now();
         let mut conn = self.conn.clone();
-        // One round trip whether the key is new or not: the script sets the record and
-        // adds the key to the index atomically (`EVALSHA`; the client loads the script
-        // again by itself when the server answers `NOSCRIPT`).
-        let mut call = scripts::STORE.prepare_invoke();
-        call.key(name).key(&self.names.index).arg(record).arg(key);
-        bounded(self.timeout, call.invoke_async::<()>(&mut conn)).await
+        // One round trip whether the key is new or not, and atomic: the bytes, their
+        // modification time and the index entry change together in one transaction.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.names.value(key))
+            .arg(record::encode(value, now).as_ref())
+            .ignore()
+            .cmd("HSET")
+            .arg(&self.names.modified)
+            .arg(key)
+            .arg(record::nanos(now))
+            .ignore()
+            .cmd("ZADD")
+            .arg(&self.names.index)
+            .arg(0)
+            .arg(key)
+            .ignore();
+        bounded(self.timeout, pipe.query_async::<()>(&mut conn)).await
     }
 
     async fn load(&self, key: &str) -> Result<Vec<u8>> {
@@ -178,7 +193,7 @@ impl Storage for RedisStorage {
         )
         .await?;
         match found {
-            Some(found) => record::value(key, found),
+            Some(found) => Ok(record::decode(found)),
             None => Err(Error::not_found(key)),
         }
     }
@@ -215,32 +230,28 @@ impl Storage for RedisStorage {
 
     async fn stat(&self, key: &str) -> Result<KeyInfo> {
         validate_key(key)?;
-        let mut conn = self.conn.clone();
-        let head: Vec<u8> = bounded(
-            self.timeout,
-            redis::cmd("GETRANGE")
-                .arg(self.names.value(key))
-                .arg(0)
-                .arg(record::HEADER_LEN - 1)
-                .query_async(&mut conn),
-        )
-        .await?;
-        if !head.is_empty() {
-            let header = record::header(key, &head)?;
-            return Ok(KeyInfo::terminal(key, header.size, header.modified));
-        }
         let (min, max) = lex_range(key);
-        let mut call = scripts::STAT_PREFIX.prepare_invoke();
-        call.key(&self.names.index)
+        let mut conn = self.conn.clone();
+        let mut call = scripts::STAT.prepare_invoke();
+        call.key(self.names.value(key))
+            .key(&self.names.index)
+            .key(&self.names.modified)
+            .arg(key)
             .arg(min)
             .arg(max)
             .arg(&self.names.value_prefix)
             .arg(record::HEADER_LEN - 1);
-        let first: Option<Vec<u8>> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
-        match first {
-            Some(head) => Ok(KeyInfo::prefix(key, record::header(key, &head)?.modified)),
-            None => Err(Error::not_found(key)),
-        }
+        let found: Option<(u8, Vec<u8>, u64, Option<String>)> =
+            bounded(self.timeout, call.invoke_async(&mut conn)).await?;
+        let Some((terminal, head, len, modified)) = found else {
+            return Err(Error::not_found(key));
+        };
+        let info = record::describe(&head, len, modified.as_deref());
+        Ok(if terminal == 1 {
+            KeyInfo::terminal(key, info.size, info.modified)
+        } else {
+            KeyInfo::prefix(key, info.modified)
+        })
     }
 
     /// The local deadline check first (it costs no round trip), then one script that
@@ -252,14 +263,16 @@ impl Storage for RedisStorage {
         validate_key(key)?;
         validate_key(lease.name())?;
         validate_value(key, value.len())?;
-        let record = record::encode(value, SystemTime::now());
+        let now = SystemTime::now();
         let mut conn = self.conn.clone();
         let mut call = scripts::STORE_FENCED.prepare_invoke();
         call.key(self.names.value(key))
             .key(&self.names.index)
+            .key(&self.names.modified)
             .key(self.names.lock(lease.name()))
-            .arg(record)
+            .arg(record::encode(value, now).as_ref())
             .arg(key)
+            .arg(record::nanos(now))
             .arg(lease.token().as_str());
         let stored: Option<i64> = bounded(self.timeout, call.invoke_async(&mut conn)).await?;
         match stored {

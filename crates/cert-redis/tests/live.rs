@@ -4,34 +4,15 @@
 //! judged by the server's clock, and `Debug` without secrets.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{fresh_namespace, url};
+
 use std::time::{Duration, SystemTime};
 
 use cert_core::{Error, Locker, Storage};
 use cert_redis::{RedisConfig, RedisStorage};
 use redis::AsyncCommands;
-
-fn url() -> Option<String> {
-    match std::env::var("CERTSTORE_TEST_REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            let required = std::env::var("CERTSTORE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "CERTSTORE_TEST_REDIS_URL is not set and CERTSTORE_REQUIRE_SERVICES=1"
-            );
-            eprintln!("SKIPPED: CERTSTORE_TEST_REDIS_URL is not set");
-            None
-        }
-    }
-}
-
-fn fresh_namespace(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
@@ -55,55 +36,69 @@ async fn wipe(url: &str, ns: &str) {
 }
 
 #[tokio::test]
-async fn layout_is_one_record_per_value_and_one_index() {
+async fn layout_is_the_exact_bytes_a_time_and_one_index() {
     let Some(url) = url() else { return };
     let ns = fresh_namespace("layout");
     let storage = RedisStorage::connect(&url, &ns).await.unwrap();
     let before = SystemTime::now();
-    storage.store("certs/a.crt", b"PEM").await.unwrap();
+    let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    storage.store("certs/a.crt", pem).await.unwrap();
     let mut conn = raw(&url).await;
-    let record_name = format!("{{{ns}}}:v:certs/a.crt");
-    let record: Vec<u8> = conn.get(&record_name).await.unwrap();
-    assert_eq!(record.len(), 20 + 3);
-    assert_eq!(&record[..4], b"cs1\0");
-    assert_eq!(&record[12..20], &3u64.to_be_bytes());
-    assert_eq!(&record[20..], b"PEM");
+    let value_name = format!("{{{ns}}}:v:certs/a.crt");
+    let modified_name = format!("{{{ns}}}:modified");
+    let stored: Vec<u8> = conn.get(&value_name).await.unwrap();
+    assert_eq!(stored, pem, "GET returns exactly the stored bytes");
+    let nanos: u64 = conn.hget(&modified_name, "certs/a.crt").await.unwrap();
     let index: Vec<String> = conn.zrange(format!("{{{ns}}}:index"), 0, -1).await.unwrap();
     assert_eq!(index, ["certs/a.crt"]);
     let info = storage.stat("certs/a.crt").await.unwrap();
-    assert_eq!(info.size, 3);
+    assert_eq!(info.size, pem.len() as u64);
     assert!(info.is_terminal);
     assert!(info.modified >= before, "{:?} < {before:?}", info.modified);
+    assert_eq!(
+        info.modified,
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+    );
     let prefix = storage.stat("certs").await.unwrap();
     assert!(!prefix.is_terminal);
     assert_eq!(prefix.modified, info.modified);
 
-    // Overwriting keeps one index entry; the header follows the new value.
+    // Overwriting keeps one index entry; size and time follow the new value.
     storage.store("certs/a.crt", b"LONGER PEM").await.unwrap();
     assert_eq!(storage.stat("certs/a.crt").await.unwrap().size, 10);
     let index_len: i64 = conn.zcard(format!("{{{ns}}}:index")).await.unwrap();
     assert_eq!(index_len, 1);
 
-    // A damaged record is reported, not returned.
-    let _: () = conn
-        .setrange(&record_name, 12, &[0u8; 8][..])
-        .await
-        .unwrap();
-    assert!(matches!(
-        storage.load("certs/a.crt").await,
-        Err(Error::Corrupt { .. })
-    ));
-    let _: () = conn.set(&record_name, b"foreign").await.unwrap();
-    assert!(matches!(
-        storage.stat("certs/a.crt").await,
-        Err(Error::Corrupt { .. })
-    ));
+    // A value set by hand is read as it is; without a time field its time is the epoch.
+    let _: () = conn.set(&value_name, b"by hand").await.unwrap();
+    let _: () = conn.hdel(&modified_name, "certs/a.crt").await.unwrap();
+    assert_eq!(storage.load("certs/a.crt").await.unwrap(), b"by hand");
+    let info = storage.stat("certs/a.crt").await.unwrap();
+    assert_eq!(
+        (info.size, info.modified),
+        (7, SystemTime::UNIX_EPOCH),
+        "{info:?}"
+    );
+
+    // Bytes that would read as a headed record are kept whole.
+    let mut crafted = b"cs1\0".to_vec();
+    crafted.extend_from_slice(&[0u8; 8]);
+    crafted.extend_from_slice(&2u64.to_be_bytes());
+    crafted.extend_from_slice(b"xy");
+    storage.store("certs/crafted", &crafted).await.unwrap();
+    assert_eq!(storage.load("certs/crafted").await.unwrap(), crafted);
+    assert_eq!(
+        storage.stat("certs/crafted").await.unwrap().size,
+        crafted.len() as u64
+    );
 
     storage.delete("certs").await.unwrap();
-    let left: i64 = conn.exists(&record_name).await.unwrap();
+    let left: i64 = conn.exists(&value_name).await.unwrap();
     assert_eq!(left, 0);
     let index_len: i64 = conn.zcard(format!("{{{ns}}}:index")).await.unwrap();
     assert_eq!(index_len, 0);
+    let times: i64 = conn.hlen(&modified_name).await.unwrap();
+    assert_eq!(times, 0, "deleting removes the time fields too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,39 +3,14 @@
 //! the variable is not set, failing under `CERTSTORE_REQUIRE_SERVICES=1`).
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant, SystemTime};
+mod common;
+
+use common::{fresh_namespace, url, with_query};
+
+use std::time::{Duration, Instant};
 
 use cert_core::{LockOptions, Locker, lock};
 use cert_redis::{RedisConfig, RedisStorage};
-
-fn url() -> Option<String> {
-    match std::env::var("CERTSTORE_TEST_REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            let required = std::env::var("CERTSTORE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "CERTSTORE_TEST_REDIS_URL is not set and CERTSTORE_REQUIRE_SERVICES=1"
-            );
-            eprintln!("SKIPPED: CERTSTORE_TEST_REDIS_URL is not set");
-            None
-        }
-    }
-}
-
-fn fresh_namespace(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-/// `url` with `query` appended as its query string.
-fn with_query(url: &str, query: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{query}")
-}
 
 /// Waiting for no replica (the URL says so explicitly) changes nothing: locks are taken,
 /// refreshed and released as usual.

@@ -2,9 +2,12 @@
 # Makes the Azurite Blob emulator available on 127.0.0.1:10000, idempotently: installs
 # azurite@3.37.0 with npm into "$RUN_DIR/azurite" (once), starts azurite-blob in the
 # background (in memory, no telemetry) unless something already answers on port 10000,
-# waits until it is ready, and prints one line on stdout:
+# waits until it is ready. Installs the Python SDK azure-storage-blob@12.31.1 into a virtual
+# environment "$RUN_DIR/venv-azure" (once), the native client of the interoperability tests.
+# Prints two lines on stdout:
 #
 #   export CERTSTORE_TEST_AZURE_URL=http://127.0.0.1:10000/devstoreaccount1
+#   export CERTSTORE_TEST_PYTHON_AZURE=.../venv-azure/bin/python
 #
 # Progress goes to stderr; the server logs to "$RUN_DIR/azurite.log".
 set -euo pipefail
@@ -15,6 +18,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN_DIR="${RUN_DIR:-$here/.run}"
 mkdir -p "$RUN_DIR"
 version=3.37.0
+sdk_version=12.31.1
+venv="$RUN_DIR/venv-azure"
 host=127.0.0.1
 port=10000
 prefix="$RUN_DIR/azurite"
@@ -36,6 +41,23 @@ if [ ! -x "$bin" ] || [ "$installed" != "$version" ]; then
   log "installing azurite@$version into $prefix"
   mkdir -p "$prefix"
   npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "azurite@$version" >&2
+fi
+
+# The Python SDK, for the tests that read and write blobs the way other programs do.
+sdk_installed="$("$venv/bin/python" -c \
+  'import importlib.metadata as m; print(m.version("azure-storage-blob"))' 2>/dev/null || true)"
+if [ "$sdk_installed" != "$sdk_version" ]; then
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    log "installing python3-venv"
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >&2 || {
+      "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+      "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >&2
+    }
+  fi
+  log "installing azure-storage-blob==$sdk_version into $venv"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "azure-storage-blob==$sdk_version" >&2
 fi
 
 if answers; then
@@ -62,3 +84,4 @@ else
   log "ready"
 fi
 echo "export CERTSTORE_TEST_AZURE_URL=http://$host:$port/devstoreaccount1"
+echo "export CERTSTORE_TEST_PYTHON_AZURE=$venv/bin/python"

@@ -2,9 +2,12 @@
 # Makes an S3-compatible server (moto) available on 127.0.0.1:9000, idempotently: installs
 # moto in a virtual environment under "$RUN_DIR/venv-moto" if missing, starts it in the
 # background if nothing answers on the port yet (log in "$RUN_DIR/moto.log"), waits until
-# it is ready and prints one line on stdout:
+# it is ready and prints two lines on stdout: the server's URL, and the Python of the virtual
+# environment, which has boto3 (moto depends on it; the interoperability tests write and
+# read objects with it):
 #
 #   export CERTSTORE_TEST_S3_URL=http://127.0.0.1:9000
+#   export CERTSTORE_TEST_PYTHON_S3=.../venv-moto/bin/python
 #
 # Moto honours conditional writes (If-None-Match: *, If-Match), but checks and writes in two
 # steps on a threaded server; moto_server.py (beside this script) runs it with conditional
@@ -49,6 +52,10 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' >&2
 fi
+if ! "$venv/bin/python" -c 'import boto3' >/dev/null 2>&1; then
+  log "installing boto3 into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'boto3==1.44.8' >&2
+fi
 
 if answers; then
   log "a server already answers on $url"
@@ -72,3 +79,4 @@ else
 fi
 
 echo "export CERTSTORE_TEST_S3_URL=$url"
+echo "export CERTSTORE_TEST_PYTHON_S3=$venv/bin/python"
