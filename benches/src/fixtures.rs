@@ -49,7 +49,7 @@ pub async fn issue_into_memory(names: &[String]) -> BoxResult<Arc<MemoryStorage>
     manager
         .manage(names)
         .await
-        .map_err(|failures| format!("issuing fixtures failed: {:?}", failures.first()))?;
+        .map_err(|failures| format!("issuing fixtures failed: {failures}"))?;
     Ok(storage)
 }
 

@@ -64,7 +64,7 @@ async fn warm_once(
     manager
         .manage(names)
         .await
-        .map_err(|failures| format!("warm start failed: {:?}", failures.first()))?;
+        .map_err(|failures| format!("warm start failed: {failures}"))?;
     let took = started.elapsed();
     if manager.cache().len() != names.len() {
         return Err(format!(

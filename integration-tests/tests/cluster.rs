@@ -65,7 +65,7 @@ async fn cluster_on(stores: Vec<Arc<dyn Store>>, names: usize) {
     });
     for run in futures::future::join_all(runs).await {
         if let Err(failures) = run.unwrap() {
-            panic!("manage failed: {failures:?}");
+            panic!("{failures}");
         }
     }
     assert_eq!(

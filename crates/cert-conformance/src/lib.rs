@@ -48,7 +48,22 @@
 //! Capabilities describe what the backend can do (shared across processes or not, the
 //! shortest lock time to live it accepts, how late it may notice an expired lease,
 //! whether its fenced writes check the lock on the server) and
-//! how big the suite's data is; see [`Capabilities`].
+//! how big the suite's data is; see [`Capabilities`]. A backend that keeps its data in one
+//! process's memory must say so with
+//! [`without_cross_process`](Capabilities::without_cross_process): the cross-process lock
+//! case re-runs the test binary, and its child processes would see none of the data (the
+//! case fails saying so).
+//!
+//! A case that finds the contract broken panics, as any failing test does. Through
+//! [`conformance_tests!`] or [`run_case`], the panic message names the case, the contract
+//! rule it checks and where the suite was run from (the macro's invocation, or the call
+//! to `run_case`), followed by the case's own message:
+//!
+//! ```text
+//! conformance case `instances_share_data` failed (the suite was run from tests/my_store.rs:12:1)
+//!   contract: two instances opened on the same namespace see each other's writes
+//!   failure: load "shared/one": unexpected error NotFound { key: "shared/one" } (not found: shared/one)
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -95,5 +110,5 @@ __cert_conformance_cases! { __cert_conformance_index {} }
 /// Implementation details of [`conformance_tests!`]; not a stable interface.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runner::run_test;
+    pub use crate::runner::{reporting, run_test};
 }

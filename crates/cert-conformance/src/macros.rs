@@ -1,8 +1,9 @@
 //! The one list of cases, and the macros built from it.
 
-/// The list of every case, in the order they are documented. Invokes `$crate::$callback!`
-/// with `{ $args }` followed by the case names; the test macro, [`CASES`](crate::CASES)
-/// and [`run_case`](crate::run_case) are all generated from it, so they cannot drift.
+/// The list of every case with the contract rule it checks, in the order they are
+/// documented. Invokes `$crate::$callback!` with `{ $args }` followed by `case: "rule",`
+/// pairs; the test macro, [`CASES`](crate::CASES) and [`run_case`](crate::run_case) are
+/// all generated from it, so they cannot drift.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cert_conformance_cases {
@@ -10,50 +11,50 @@ macro_rules! __cert_conformance_cases {
         $crate::$callback! {
             { $($args)* }
             // values
-            round_trip,
-            overwrite,
-            empty_value,
-            large_value,
-            all_byte_values,
-            too_large_value_refused,
-            missing_key_not_found,
-            exists_keys_and_prefixes,
-            stat_key_and_prefix,
+            round_trip: "a stored value loads back byte for byte, exists, and is described by `stat`",
+            overwrite: "storing again replaces the value entirely, longer or shorter",
+            empty_value: "an empty value is a value: it loads as empty, exists, is listed and has size 0",
+            large_value: "a multi-MiB value round-trips intact",
+            all_byte_values: "every byte value 0..=255 survives, in any order",
+            too_large_value_refused: "a value over MAX_VALUE_LEN is refused with Error::TooLarge and nothing is written",
+            missing_key_not_found: "`load`, `stat` and `delete` of a missing key are Error::NotFound; `exists` is false",
+            exists_keys_and_prefixes: "`exists` is true for keys and every prefix above them, false for partial segments and after deletion",
+            stat_key_and_prefix: "`stat` of a key reports its size, a recent time and is_terminal; of a prefix, not terminal and size 0",
             // listing and deleting
-            list_children_and_recursive,
-            list_matches_whole_segments,
-            list_root,
-            list_absent_prefix_is_empty,
-            special_characters_in_keys,
-            list_many_keys,
-            delete_prefix_recursively,
+            list_children_and_recursive: "listing gives the direct children, or every key below when recursive, sorted bytewise",
+            list_matches_whole_segments: "a prefix is matched by whole segments (`a` is not a prefix of `ab/c`)",
+            list_root: "`\"\"` lists from the root",
+            list_absent_prefix_is_empty: "listing a prefix nothing is stored under gives an empty list, not an error",
+            special_characters_in_keys: "keys with characters special to SQL LIKE, globs, URLs or shells are handled literally",
+            list_many_keys: "many keys under one prefix are listed completely and in order",
+            delete_prefix_recursively: "deleting a prefix removes everything below it and nothing beside it",
             // key rules
-            invalid_keys_rejected,
-            value_and_prefix_at_same_key,
+            invalid_keys_rejected: "every invalid key is refused with Error::InvalidKey by every operation, and nothing is written",
+            value_and_prefix_at_same_key: "a key that is a prefix of others never silently loses data",
             // concurrency and sharing
-            concurrent_writers_are_atomic,
-            instances_share_data,
-            instances_share_locks,
+            concurrent_writers_are_atomic: "concurrent writes of one key are atomic: every read is exactly one written value",
+            instances_share_data: "two instances opened on the same namespace see each other's writes",
+            instances_share_locks: "a lock held through one instance is held for the other",
             // locks
-            lock_names_apart_from_keys,
-            lock_mutual_exclusion,
-            try_lock_while_held,
-            foreign_token_refused,
-            expired_lease_refused,
-            abandoned_lock_taken_over_by_one,
-            keep_alive_holds_lock,
-            cancelled_wait_leaves_nothing_held,
-            late_winner_gets_full_lease,
-            clean_expired_locks_spares_live_ones,
-            lost_lock_noticed_within_ttl,
-            takeover_timing_after_refreshes,
-            cancelled_lock_on_free_lock_mid_attempt,
-            clean_spares_lease_with_little_left,
-            modified_moves_forward_on_overwrite,
+            lock_names_apart_from_keys: "lock names live apart from storage keys",
+            lock_mutual_exclusion: "a lock has at most one holder at a time",
+            try_lock_while_held: "try_lock fails while the lock is held and succeeds after release",
+            foreign_token_refused: "a lease with a foreign token cannot refresh or release the lock",
+            expired_lease_refused: "an expired lease can be taken over, and the old lease can then neither refresh nor release",
+            abandoned_lock_taken_over_by_one: "an abandoned lock is taken over after its time to live, not before, by exactly one waiter",
+            keep_alive_holds_lock: "the guard returned by `lock` keeps the lock alive",
+            cancelled_wait_leaves_nothing_held: "cancelling `lock` while it waits leaves nothing held",
+            late_winner_gets_full_lease: "a lock won after a long wait gets a whole lease, counted from the win",
+            clean_expired_locks_spares_live_ones: "cleaning expired locks never removes a live lease",
+            lost_lock_noticed_within_ttl: "a guard whose refreshes fail notices within its time to live",
+            takeover_timing_after_refreshes: "refreshes move the backend's expiry of a lock",
+            cancelled_lock_on_free_lock_mid_attempt: "a `lock` call dropped mid-attempt leaves nothing held",
+            clean_spares_lease_with_little_left: "cleaning spares a live lease even when little of it is left",
+            modified_moves_forward_on_overwrite: "overwriting a value moves its modification time forward",
             // fenced writes
-            fenced_write_while_held,
-            fenced_write_refused_after_takeover,
-            cross_process_lock,
+            fenced_write_while_held: "while a lease is held, fenced writes behave like plain ones",
+            fenced_write_refused_after_takeover: "a lease taken over by another holder can no longer write",
+            cross_process_lock: "a lock excludes holders in other OS processes opened on the same namespace",
         }
     };
 }
@@ -62,7 +63,7 @@ macro_rules! __cert_conformance_cases {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cert_conformance_index {
-    ({} $($case:ident,)*) => {
+    ({} $($case:ident: $rule:literal,)*) => {
         /// The name of every case, in the order the suite documents and runs them. Each is
         /// a `pub async fn` of this crate taking a [`Fixture`], and a test of that name in
         /// the module generated by [`conformance_tests!`].
@@ -73,14 +74,30 @@ macro_rules! __cert_conformance_index {
         ///
         /// # Panics
         ///
-        /// When the store breaks the contract the case checks.
-        pub async fn run_case(name: &str, fixture: &Fixture) -> bool {
-            match name {
-                $(stringify!($case) => {
-                    $case(fixture).await;
-                    true
-                })*
-                _ => false,
+        /// When the store breaks the contract the case checks. The panic message names
+        /// the case, the contract rule it checks and where `run_case` was called from,
+        /// then gives the failure (a case's own panic, printed just before, points into
+        /// this crate).
+        #[track_caller]
+        pub fn run_case<'a>(
+            name: &'a str,
+            fixture: &'a Fixture,
+        ) -> impl ::std::future::Future<Output = bool> + 'a {
+            let caller = ::std::panic::Location::caller();
+            async move {
+                match name {
+                    $(stringify!($case) => {
+                        $crate::__private::reporting(
+                            stringify!($case),
+                            $rule,
+                            caller,
+                            $case(fixture),
+                        )
+                        .await;
+                        true
+                    })*
+                    _ => false,
+                }
             }
         }
     };
@@ -90,7 +107,7 @@ macro_rules! __cert_conformance_index {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cert_conformance_tests {
-    ({} $($case:ident,)*) => {
+    ({} $($case:ident: $rule:literal,)*) => {
         /// The certstore conformance suite, one test per case.
         #[doc(hidden)]
         mod conformance_suite {

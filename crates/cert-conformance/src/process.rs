@@ -12,7 +12,24 @@ use crate::support::ok;
 
 const COUNTER: &str = "cross-process/counter";
 const LOCK: &str = "cross-process/lock";
+/// Written by the parent before the children start: a child that cannot see it does not
+/// share the parent's data.
+const PARENT: &str = "cross-process/parent";
 const DONE: &str = "cert-conformance child done:";
+/// What a child prints when it cannot see the parent's data.
+const NOT_SHARED: &str = "cert-conformance child sees no data of its parent";
+
+/// Why the case fails for a store that is not shared between processes, and the fix.
+fn not_shared(namespace: &str, what: &str) -> String {
+    format!(
+        "cross_process_lock: {what}: the backend is not shared between OS processes \
+         (a store opened for namespace {namespace:?} in a child process does not see the \
+         data this process stored there: the data lives in one process's memory, or `open` \
+         gives each process a store of its own). For such a backend, turn this case off \
+         with `Capabilities::without_cross_process()`; otherwise make `open` reach the same \
+         data from every process"
+    )
+}
 
 /// `processes` child OS processes (the test binary, re-run with this one test selected)
 /// each do `cycles` read-increment-write cycles of a counter under [`lock`]: every child
@@ -20,6 +37,12 @@ const DONE: &str = "cert-conformance child done:";
 ///
 /// Skipped when [`Capabilities::cross_process`](crate::Capabilities::cross_process) is
 /// false. In a child (the [`CHILD_ENV`] variable names the namespace) it runs the cycles.
+///
+/// A backend whose instances do not share data across processes (an in-memory store)
+/// fails with a message naming the fix,
+/// [`Capabilities::without_cross_process`](crate::Capabilities::without_cross_process):
+/// the parent stores a value before starting the children, and each child first checks
+/// that it sees it.
 ///
 /// # Panics
 ///
@@ -48,6 +71,10 @@ pub async fn cross_process_lock(fixture: &Fixture) {
     assert!(
         !ok(store.exists(COUNTER).await, "exists counter"),
         "the counter exists before the children start"
+    );
+    ok(
+        store.store(PARENT, b"parent").await,
+        "store the parent's value",
     );
     // Each cycle is a handful of round trips: on a slow or busy server the budget follows
     // the lock latency measured for the backend.
@@ -80,6 +107,15 @@ pub async fn cross_process_lock(fixture: &Fixture) {
     for (i, output) in outputs.iter().enumerate() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
+        if stdout.contains(NOT_SHARED) {
+            panic!(
+                "{}",
+                not_shared(
+                    fixture.namespace(),
+                    &format!("child {i} does not see the value this process stored")
+                )
+            );
+        }
         assert!(
             output.status.success(),
             "child {i} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
@@ -91,7 +127,17 @@ pub async fn cross_process_lock(fixture: &Fixture) {
              \n--- stdout\n{stdout}\n--- stderr\n{stderr}"
         );
     }
-    let count = read_counter(&ok(store.load(COUNTER).await, "load counter"));
+    let count = match store.load(COUNTER).await {
+        Ok(bytes) => read_counter(&bytes),
+        Err(err) if err.is_not_found() => panic!(
+            "{}",
+            not_shared(
+                fixture.namespace(),
+                "the children succeeded but their counter is not found here"
+            )
+        ),
+        Err(err) => panic!("load counter: unexpected error {err:?} ({err})"),
+    };
     eprintln!(
         "cross_process_lock: {} processes x {} cycles in {elapsed:?}, count {count}",
         caps.processes, caps.cycles
@@ -114,6 +160,16 @@ fn read_counter(bytes: &[u8]) -> u64 {
 async fn child(fixture: &Fixture) {
     let caps = fixture.capabilities();
     let store = fixture.store().await;
+    if !ok(store.exists(PARENT).await, "exists the parent's value") {
+        println!("{NOT_SHARED}");
+        panic!(
+            "{}",
+            not_shared(
+                fixture.namespace(),
+                "this child does not see the value its parent stored"
+            )
+        );
+    }
     let locker: Arc<dyn Locker> = Arc::clone(&store) as Arc<dyn Locker>;
     // Exclusion is what is tested here, not expiry (every cycle releases): a long lease
     // keeps an emulator that stalls for seconds on a busy machine from ending it early.

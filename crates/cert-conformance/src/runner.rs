@@ -1,6 +1,12 @@
-//! Running one case as a test: the runtime, the namespace, skipping and cleaning up.
+//! Running one case as a test: the runtime, the namespace, skipping and cleaning up, and
+//! what a failure says.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location};
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use crate::{Capabilities, Fixture, Opener, run_case};
 
@@ -24,13 +30,48 @@ pub fn test_name(module_path: &str, case: &str) -> String {
     }
 }
 
+/// Runs `run`, the future of the case `case` checking `rule`; when it panics, panics again
+/// with a message naming the case, the rule and `caller` (where the suite was run from),
+/// followed by the case's own message.
+pub async fn reporting(
+    case: &str,
+    rule: &str,
+    caller: &'static Location<'static>,
+    run: impl Future<Output = ()>,
+) {
+    if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+        panic!("{}", failure(case, rule, caller, panic_text(&*panic)));
+    }
+}
+
+/// What a failed case says.
+fn failure(case: &str, rule: &str, caller: &Location<'_>, cause: &str) -> String {
+    format!(
+        "conformance case `{case}` failed (the suite was run from {caller})\n  \
+         contract: {rule}\n  failure: {cause}"
+    )
+}
+
+/// The message of a panic's payload.
+fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.as_str()
+    } else {
+        "a panic without a message"
+    }
+}
+
 /// Runs the case `case` as the body of a test: what
-/// [`conformance_tests!`](crate::conformance_tests) expands to.
+/// [`conformance_tests!`](crate::conformance_tests) expands to. Failures name the caller's
+/// location (the macro's invocation).
 ///
 /// # Panics
 ///
 /// When the case fails, runs longer than
 /// [`Capabilities::case_timeout`], or the runtime cannot be built.
+#[track_caller]
 pub fn run_test(
     module_path: &str,
     case: &str,
@@ -38,6 +79,7 @@ pub fn run_test(
     capabilities: fn() -> Capabilities,
     enabled: fn() -> bool,
 ) {
+    let caller = Location::caller();
     let name = test_name(module_path, case);
     if !enabled() {
         eprintln!("SKIPPED {name}: the backend is not enabled here");
@@ -56,15 +98,19 @@ pub fn run_test(
         .build()
     {
         Ok(runtime) => runtime,
-        Err(err) => panic!("{name}: cannot build a tokio runtime: {err}"),
+        Err(err) => panic!("{name} (run from {caller}): cannot build a tokio runtime: {err}"),
     };
     let timeout = fixture.capabilities().case_timeout;
+    // Called here, not inside the async block, so it sees this function's caller.
+    let running = run_case(case, &fixture);
     runtime.block_on(async {
-        match tokio::time::timeout(timeout, run_case(case, &fixture)).await {
+        match tokio::time::timeout(timeout, running).await {
             Ok(true) => {}
-            Ok(false) => panic!("{name}: no conformance case is called {case:?}"),
+            Ok(false) => {
+                panic!("{name} (run from {caller}): no conformance case is called {case:?}")
+            }
             Err(_) => panic!(
-                "{name}: still running after {timeout:?} (namespace {})",
+                "{name} (run from {caller}): still running after {timeout:?} (namespace {})",
                 fixture.namespace()
             ),
         }
@@ -80,6 +126,33 @@ pub fn run_test(
 mod tests {
     use super::*;
     use crate::{CASES, random_namespace};
+
+    #[test]
+    fn failures_name_the_case_the_rule_and_the_caller() {
+        let caller = Location::caller();
+        let text = failure(
+            "round_trip",
+            "a stored value loads back",
+            caller,
+            "load: boom",
+        );
+        assert!(text.contains("`round_trip`"), "{text}");
+        assert!(
+            text.contains("contract: a stored value loads back"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{}:{}", file!(), caller.line())),
+            "{text}"
+        );
+        assert!(text.ends_with("failure: load: boom"), "{text}");
+        let owned: Box<dyn Any + Send> = Box::new(String::from("owned"));
+        assert_eq!(panic_text(&*owned), "owned");
+        let fixed: Box<dyn Any + Send> = Box::new("fixed");
+        assert_eq!(panic_text(&*fixed), "fixed");
+        let other: Box<dyn Any + Send> = Box::new(7_u8);
+        assert_eq!(panic_text(&*other), "a panic without a message");
+    }
 
     #[test]
     fn test_names_drop_the_crate() {

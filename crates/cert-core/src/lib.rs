@@ -7,6 +7,8 @@
 //!   keeps it alive.
 //! - [`Cache`]: the in-memory map the TLS handshake reads certificates from.
 //! - [`MemoryStorage`]: both traits in memory, for tests and one process.
+//! - `listener` (cargo feature `listener`; `axum` adds `axum::serve` support): a TLS
+//!   listener that completes handshakes concurrently, with a deadline.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -34,11 +36,14 @@ mod compose;
 mod error;
 pub mod issuer;
 pub mod keys;
+#[cfg(feature = "listener")]
+pub mod listener;
 mod lock;
 mod lock_admin;
 pub mod manager;
 mod memory;
 pub mod record;
+mod refusals;
 pub mod resolver;
 mod storage;
 pub mod testing;

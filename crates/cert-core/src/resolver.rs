@@ -11,6 +11,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::Cache;
 use crate::challenge::{ACME_TLS_ALPN, Challenges};
+use crate::refusals::RefusalLog;
 
 /// Certificates that come from somewhere other than the resolver's own [`Cache`] (an HTTP
 /// backend, a certificate generator, ...), consulted by [`CertResolver`] after its cache.
@@ -34,11 +35,18 @@ pub trait CertSource: Send + Sync + 'static {
 /// A [`ResolvesServerCert`] that answers from a [`Cache`]: the exact server name, then the
 /// wildcard one level up, then its [`CertSource`]s in order, then an optional default for
 /// unknown names and handshakes without SNI.
+///
+/// A handshake it has no certificate for is refused and logged with `tracing` at info
+/// level, once per server name in a window of a few minutes and at most a few lines per
+/// window (the rest are counted, and the count is logged): clients sending random names
+/// can flood neither the logs nor memory. The resolvers of one
+/// [`CertManager`](crate::CertManager) share that budget with its on-demand refusals.
 pub struct CertResolver {
     cache: Arc<Cache>,
     default_name: Option<String>,
     challenges: Option<Arc<Challenges>>,
     sources: Vec<Arc<dyn CertSource>>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl fmt::Debug for CertResolver {
@@ -58,7 +66,14 @@ impl CertResolver {
             default_name: None,
             challenges: None,
             sources: Vec::new(),
+            refusals: Arc::default(),
         }
+    }
+
+    /// Logs refused handshakes through `refusals`, shared with others.
+    pub(crate) fn with_refusal_log(mut self, refusals: Arc<RefusalLog>) -> Self {
+        self.refusals = refusals;
+        self
     }
 
     /// Also serves certificates from `source`, for names the cache does not hold (sources
@@ -115,7 +130,20 @@ impl CertResolver {
                     .and_then(|name| self.cache.get(name))
             })
     }
+
+    /// [`lookup`](CertResolver::lookup) for a handshake: a refusal is logged (within the
+    /// budget).
+    fn serve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let found = self.lookup(server_name);
+        if found.is_none() {
+            self.refusals.refused(server_name, &NOTHING_TO_SERVE);
+        }
+        found
+    }
 }
+
+/// Why [`CertResolver`] refuses a handshake.
+const NOTHING_TO_SERVE: &str = "no managed, sourced or default certificate";
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -127,7 +155,7 @@ impl ResolvesServerCert for CertResolver {
             let name = client_hello.server_name()?;
             return self.challenges.as_ref()?.tls_alpn01_cert(name);
         }
-        self.lookup(client_hello.server_name())
+        self.serve(client_hello.server_name())
     }
 }
 
@@ -251,6 +279,93 @@ mod tests {
             ready: parking_lot::Mutex::new(false),
             prepared: AtomicUsize::new(0),
         })
+    }
+
+    /// The `server_name` of every refusal logged, and `None` for one without a name.
+    #[derive(Default)]
+    struct Refusals(parking_lot::Mutex<Vec<Option<String>>>);
+
+    struct ServerName(Option<String>);
+
+    impl tracing::field::Visit for ServerName {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "server_name" {
+                self.0 = Some(value.to_owned());
+            }
+        }
+
+        fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn fmt::Debug) {}
+    }
+
+    impl tracing::Subscriber for Refusals {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+        fn event(&self, event: &tracing::Event<'_>) {
+            if *event.metadata().level() == tracing::Level::INFO {
+                let mut name = ServerName(None);
+                event.record(&mut name);
+                self.0.lock().push(name.0);
+            }
+        }
+
+        fn enter(&self, _: &tracing::span::Id) {}
+
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// What `run` logged through `tracing` at info level, on this thread.
+    fn logged(run: impl FnOnce()) -> Vec<Option<String>> {
+        let refusals = Arc::new(Refusals::default());
+        tracing::subscriber::with_default(Arc::clone(&refusals), run);
+        refusals.0.lock().clone()
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_name() {
+        let cache = Arc::new(Cache::new(10));
+        cache.insert("known.example", dummy_certified_key(1));
+        let resolver = CertResolver::new(cache);
+        let lines = logged(|| {
+            assert!(resolver.serve(Some("known.example")).is_some());
+            for _ in 0..3 {
+                assert!(resolver.serve(Some("unknown.example")).is_none());
+                assert!(resolver.serve(None).is_none());
+            }
+        });
+        assert_eq!(lines, [Some("unknown.example".to_owned()), None]);
+        // Names past the window's budget are not logged.
+        let flood = logged(|| {
+            for i in 0..1_000 {
+                resolver.serve(Some(&format!("n{i}.example")));
+            }
+        });
+        assert_eq!(flood.len(), crate::refusals::LINES_PER_WINDOW - 2);
+    }
+
+    #[test]
+    fn the_resolvers_of_a_manager_share_their_budget() {
+        let manager = crate::CertManager::new(
+            Arc::new(crate::MemoryStorage::new()),
+            Arc::new(Cache::new(10)),
+            vec![],
+            crate::ManagerConfig::default(),
+        );
+        let (first, second) = (manager.resolver(), manager.resolver());
+        let lines = logged(|| {
+            first.serve(Some("unknown.example"));
+            second.serve(Some("unknown.example"));
+        });
+        assert_eq!(lines.len(), 1);
     }
 
     #[tokio::test]

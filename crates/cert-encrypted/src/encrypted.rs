@@ -87,9 +87,30 @@ impl<S> Encrypted<S> {
     /// When on, a stored value that is not an envelope (it does not start with the
     /// magic bytes) is returned as it is by `load` instead of failing with
     /// [`OpenError::NotAnEnvelope`](crate::OpenError::NotAnEnvelope), and
-    /// [`rekey`](Encrypted::rekey) seals it. New values are always sealed. Turn it on only
-    /// while moving an existing plain store to encryption: while it is on, anyone who can
-    /// write to the inner storage can plant plain values that will be believed.
+    /// [`rekey`](Encrypted::rekey) seals it. New values are always sealed, so a plain
+    /// value is also sealed the next time it is stored. Turn it on only while moving an
+    /// existing plain store to encryption: while it is on, anyone who can write to the
+    /// inner storage can plant plain values that will be believed.
+    ///
+    /// ```
+    /// use cert_core::{MemoryStorage, Storage};
+    /// use cert_encrypted::{Encrypted, KeyRing, SecretKey};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let plain = MemoryStorage::new();
+    /// plain.store("acme/account.json", b"{}").await?; // written without encryption
+    ///
+    /// let storage = Encrypted::new(plain.clone(), KeyRing::new(SecretKey::generate()?));
+    /// assert!(storage.load("acme/account.json").await.is_err()); // not sealed
+    ///
+    /// let migrating = storage.clone().with_plaintext_migration(true);
+    /// assert_eq!(migrating.load("acme/account.json").await?, b"{}");
+    /// migrating.rekey("", |_| {}).await?; // seals every plain value
+    /// assert_eq!(storage.load("acme/account.json").await?, b"{}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_plaintext_migration(mut self, on: bool) -> Self {
         self.migration = on;
         self

@@ -54,8 +54,15 @@ pub fn overhead(key: &str) -> usize {
 #[non_exhaustive]
 pub enum OpenError {
     /// The bytes do not start with [`MAGIC`]: a plain value, or something not written by
-    /// this crate.
-    #[error("the value is not an encrypted envelope")]
+    /// this crate. A storage that held plaintext before it was wrapped is moved to
+    /// encryption by reading it in plaintext migration mode
+    /// ([`Encrypted::with_plaintext_migration`](crate::Encrypted::with_plaintext_migration))
+    /// and sealing what is there with [`Encrypted::rekey`](crate::Encrypted::rekey).
+    #[error(
+        "the value is not sealed: the storage holds plaintext written without encryption \
+         (or bytes not written by certstore); to encrypt plaintext values, open the storage \
+         with `Encrypted::with_plaintext_migration(true)` and seal them with `Encrypted::rekey`"
+    )]
     NotAnEnvelope,
     /// The envelope was written by a newer format version this crate cannot read.
     #[error("unsupported envelope version {version}")]

@@ -157,6 +157,12 @@ async fn plain_values_are_not_envelopes_unless_migrating() {
     let err = strict.load("plain").await.unwrap_err();
     assert_eq!(open_error(&err), &OpenError::NotAnEnvelope);
     assert_eq!(corrupt_key(&err), "plain");
+    // The message says how to fix it, in the library's terms (no command-line flags).
+    let text = err.to_string();
+    assert!(text.contains("not sealed"), "{text}");
+    assert!(text.contains("with_plaintext_migration(true)"), "{text}");
+    assert!(text.contains("Encrypted::rekey"), "{text}");
+    assert!(!text.contains("--"), "{text}");
 
     let migrating = strict.clone().with_plaintext_migration(true);
     assert_eq!(migrating.load("plain").await.unwrap(), b"{\"json\":true}");

@@ -67,13 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move { axum::serve(plain, http).await });
 
     // Obtained once for the whole fleet (or loaded when another instance already has it),
-    // then renewed in the background.
-    if let Err(failures) = manager.manage([domain.as_str()]).await {
-        for (name, err) in failures {
-            eprintln!("{name}: {err}");
-        }
-        std::process::exit(1);
-    }
+    // then renewed in the background. A failure is an error naming the domain and why.
+    manager.manage([domain.as_str()]).await?;
     manager.start();
 
     let mut config = server_config(Arc::new(manager.resolver()))?;

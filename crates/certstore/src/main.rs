@@ -88,6 +88,8 @@ impl Global {
 enum Command {
     /// Run an HTTPS server with certificates from the internal CA, kept in shared storage.
     Serve(commands::serve::ServeArgs),
+    /// Print (or write to a file) the internal CA's root certificate, for clients to trust.
+    CaRoot(commands::ca_root::CaRootArgs),
     /// List certificates: name, issuer, end of validity, time left.
     Ls(commands::ls::LsArgs),
     /// Show one certificate: names, issuer, validity, key type, serial, fingerprint.
@@ -170,6 +172,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => commands::serve::run(&global, args).await,
+            Command::CaRoot(args) => commands::ca_root::run(&global, args).await,
             Command::Ls(args) => commands::ls::run(&global, args).await,
             Command::Show(args) => commands::show::run(&global, args).await,
             Command::Export(args) => commands::export::run(&global, args).await,

@@ -37,6 +37,13 @@ impl CliError {
     /// A storage error met while doing `what`, with a hint.
     pub fn storage(what: &str, err: &cert_core::Error) -> Self {
         #[cfg(feature = "encrypted")]
+        if let Some(key) = crate::commands::rekey::plaintext_key(err) {
+            return CliError::usage(format!(
+                "{what}: {key} holds a value stored without encryption; {}",
+                crate::commands::rekey::SEAL_PLAINTEXT_HINT
+            ));
+        }
+        #[cfg(feature = "encrypted")]
         if let cert_core::Error::Corrupt { key, source } = err
             && let Some(open) = source.downcast_ref::<cert_encrypted::OpenError>()
         {
@@ -68,6 +75,9 @@ impl From<OpenError> for CliError {
         let hint = match &err {
             OpenError::Storage { source, .. } if source.is_retryable() => {
                 "; check that the server is running and reachable"
+            }
+            OpenError::Key(message) if message.contains("needs a key") => {
+                "; on the command line, --key-file FILE names a key file"
             }
             _ => "",
         };

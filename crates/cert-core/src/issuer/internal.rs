@@ -18,7 +18,7 @@ use crate::certificate::KeyType;
 use crate::keys;
 use crate::lock::{LockOptions, lock};
 use crate::record::{self, CaRecord, CaState, Layout};
-use crate::{Error, Locker, StorageExt, Store};
+use crate::{Error, Locker, Storage, StorageExt, Store};
 
 /// How the internal CA is set up.
 #[derive(Debug, Clone)]
@@ -106,6 +106,37 @@ impl InternalIssuer {
         Ok(self.material().await?.root_pem.clone())
     }
 
+    /// The root certificate's PEM of the internal CA `ca_name` held in `storage`, for
+    /// clients to trust, without creating a CA: `Ok(None)` when the storage holds none.
+    /// Works on every backend (a file `ca/<name>/root.crt` exists only on file storage)
+    /// and needs no [`InternalIssuer`] handle; the `certstore ca-root` command prints it.
+    /// A CA that is stored but unusable is an [`Error::Corrupt`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use cert_core::{InternalIssuer, InternalIssuerConfig, MemoryStorage};
+    ///
+    /// let storage = Arc::new(MemoryStorage::new());
+    /// assert_eq!(InternalIssuer::load_root(storage.as_ref(), "local").await?, None);
+    /// let ca = InternalIssuer::new(storage.clone(), InternalIssuerConfig::default());
+    /// let created = ca.root_pem().await?; // creates the CA
+    /// assert_eq!(InternalIssuer::load_root(storage.as_ref(), "local").await?, Some(created));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn load_root(storage: &dyn Storage, ca_name: &str) -> crate::Result<Option<String>> {
+        match record::load_ca(storage, ca_name).await? {
+            None => Ok(None),
+            Some(CaState::Valid(record, _)) => Ok(Some(record.root_pem)),
+            Some(CaState::Broken { reason }) => Err(Error::corrupt(
+                record::ca_bundle_key(ca_name),
+                unusable(ca_name, &reason),
+            )),
+        }
+    }
+
     async fn material(&self) -> Result<&CaMaterial, IssueError> {
         self.material
             .get_or_try_init(|| self.load_or_create())
@@ -122,11 +153,7 @@ impl InternalIssuer {
             Some(CaState::Valid(record, layout)) => (record, layout),
             Some(CaState::Broken { reason }) => {
                 return Err(IssueError::Rejected {
-                    reason: format!(
-                        "the internal CA {name:?} in storage is unusable ({reason}); remove \
-                         {} to create a new CA",
-                        keys::ca_prefix(name)
-                    ),
+                    reason: unusable(name, &reason),
                 });
             }
         };
@@ -238,6 +265,15 @@ impl InternalIssuer {
         tracing::info!(ca = %self.config.name, "created internal CA");
         Ok(material)
     }
+}
+
+/// Why a stored CA cannot be used, and what to do about it.
+fn unusable(ca_name: &str, reason: &str) -> String {
+    format!(
+        "the internal CA {ca_name:?} in storage is unusable ({reason}); remove {} to create \
+         a new CA",
+        keys::ca_prefix(ca_name)
+    )
 }
 
 fn ca_name(common_name: &str) -> DistinguishedName {

@@ -1,4 +1,4 @@
-//! What a [`CertManager`](super::CertManager)(super::CertManager) reports: events and errors.
+//! What a [`CertManager`](super::CertManager) reports: events and errors.
 
 use std::time::Duration;
 
@@ -79,6 +79,9 @@ pub enum Event {
 }
 
 /// Why a name could not be managed.
+///
+/// The messages do not repeat the name: [`ManageFailures`], events and logs carry it
+/// beside the error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManageError {
@@ -86,7 +89,7 @@ pub enum ManageError {
     #[error("storage: {0}")]
     Storage(#[from] Error),
     /// Every issuer failed; the last failure is kept.
-    #[error("no issuer could issue a certificate for {name}: {last}")]
+    #[error("no issuer could issue a certificate: {last}")]
     Issue {
         /// The server name.
         name: String,
@@ -102,7 +105,7 @@ pub enum ManageError {
     InvalidName(String),
     /// Attempts for the name are backing off after failures (seen by this node or, through
     /// storage, by another one); nothing was tried.
-    #[error("{name}: backing off after {failures} failed attempts; next attempt in {}s", retry_in.as_secs())]
+    #[error("backing off after {failures} failed attempts; next attempt in {}s", retry_in.as_secs())]
     BackingOff {
         /// The server name.
         name: String,
@@ -113,17 +116,43 @@ pub enum ManageError {
     },
     /// The issuance lock's lease was lost while the name was being worked on; nothing was
     /// saved.
-    #[error("{name}: the issuance lock was lost; the work was abandoned")]
+    #[error("the issuance lock was lost; the work was abandoned")]
     LeaseLost {
         /// The server name.
         name: String,
     },
 }
 
-/// The names [`CertManager::manage`](super::CertManager::manage)(super::CertManager::manage) could not bring into
-/// service, each with its cause. An `std::error::Error`, so `manage(..).await?` works in
-/// any function returning `Result<_, Box<dyn Error>>` (or `anyhow`); it also reads as a
-/// slice of `(name, error)` pairs.
+/// The names [`CertManager::manage`](super::CertManager::manage) could not bring into
+/// service, each with its cause, in the order they failed.
+///
+/// An `std::error::Error` whose message lists every name with its cause
+/// (`2 names could not be managed: a.example: no issuer configured; b.example: ...`), so
+/// `manage(..).await?` works in any function returning `Result<_, Box<dyn Error>>` (or
+/// `anyhow::Result`). Its [`source`](std::error::Error::source) is the first failure.
+/// The failures stay typed: it reads as a slice of `(name, error)` pairs, and
+/// [`into_inner`](ManageFailures::into_inner) gives them up.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cert_core::{Cache, CertManager, ManageError, ManagerConfig, MemoryStorage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A manager without issuers can serve nothing it has not stored already.
+/// let manager = CertManager::new(
+///     Arc::new(MemoryStorage::new()),
+///     Arc::new(Cache::new(10)),
+///     vec![],
+///     ManagerConfig::default(),
+/// );
+/// let failures = manager.manage(["a.example"]).await.unwrap_err();
+/// assert_eq!(failures.to_string(), "1 name could not be managed: a.example: no issuer configured");
+/// for (name, err) in failures.iter() {
+///     assert!(matches!(err, ManageError::NoIssuer), "{name}");
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ManageFailures(Vec<(String, ManageError)>);
 
@@ -180,5 +209,53 @@ impl std::error::Error for ManageFailures {
         self.0
             .first()
             .map(|(_, err)| err as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `anyhow::Error` and `Box<dyn Error + Send + Sync>` need from an error type.
+    fn assert_boxable<E: std::error::Error + Send + Sync + 'static>() {}
+
+    #[test]
+    fn failures_name_each_name_once_with_its_cause() {
+        assert_boxable::<ManageFailures>();
+        let failures = ManageFailures::new(vec![
+            (
+                "a.example".into(),
+                ManageError::BackingOff {
+                    name: "a.example".into(),
+                    failures: 3,
+                    retry_in: Duration::from_secs(30),
+                },
+            ),
+            (
+                "b.example".into(),
+                ManageError::LeaseLost {
+                    name: "b.example".into(),
+                },
+            ),
+        ]);
+        assert_eq!(
+            failures.to_string(),
+            "2 names could not be managed: a.example: backing off after 3 failed attempts; \
+             next attempt in 30s; b.example: the issuance lock was lost; the work was abandoned"
+        );
+        let source = std::error::Error::source(&failures).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("backing off after 3 failed attempts; next attempt in 30s")
+        );
+        assert!(matches!(
+            failures.as_slice(),
+            [
+                (_, ManageError::BackingOff { failures: 3, .. }),
+                (_, ManageError::LeaseLost { .. })
+            ]
+        ));
+        let names: Vec<String> = failures.into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["a.example", "b.example"]);
     }
 }

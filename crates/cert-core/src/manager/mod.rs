@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::certificate::CertificateMeta;
 use crate::issuer::Issuer;
+use crate::refusals::RefusalLog;
 use crate::resolver::CertResolver;
 use crate::{Cache, Store, keys};
 
@@ -94,6 +95,8 @@ struct Inner {
     names: Mutex<HashMap<String, NameState>>,
     task: Mutex<Option<JoinHandle<()>>>,
     on_demand: Mutex<Option<Arc<OnDemandState>>>,
+    /// Which refused handshakes are logged, shared by the resolvers and on-demand TLS.
+    refusals: Arc<RefusalLog>,
 }
 
 /// Obtains, stores, loads and renews certificates; cheap to clone (clones share state).
@@ -131,6 +134,7 @@ impl CertManager {
                 names: Mutex::new(HashMap::new()),
                 task: Mutex::new(None),
                 on_demand: Mutex::new(None),
+                refusals: Arc::default(),
             }),
         }
     }
@@ -145,9 +149,11 @@ impl CertManager {
         &self.inner.storage
     }
 
-    /// A rustls resolver serving this manager's certificates.
+    /// A rustls resolver serving this manager's certificates. The handshakes it refuses
+    /// are logged within one budget shared with on-demand TLS (see [`CertResolver`]).
     pub fn resolver(&self) -> CertResolver {
         CertResolver::new(Arc::clone(&self.inner.cache))
+            .with_refusal_log(Arc::clone(&self.inner.refusals))
     }
 
     /// Events from now on.
@@ -193,8 +199,11 @@ impl CertManager {
 
     /// Puts `names` under management: each is loaded from storage or obtained, then kept
     /// renewed by the task [`start`](CertManager::start) runs. Every name is attempted and
-    /// the failures are returned together; a name that fails stays managed (it is retried
-    /// with backoff by the renewal task) and never keeps the others from being served.
+    /// the failures are returned together, as one [`ManageFailures`] error naming each
+    /// failing name with its cause (so `manager.manage(names).await?` works in a function
+    /// returning `Box<dyn Error>` or `anyhow::Result`); a name that fails stays managed
+    /// (it is retried with backoff by the renewal task) and never keeps the others from
+    /// being served.
     ///
     /// Names are worked on [`concurrency`](ManagerConfig::concurrency) at a time, each as
     /// a task of the Tokio runtime, so the storage round trips overlap and the CPU work of

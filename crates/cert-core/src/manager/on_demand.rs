@@ -263,6 +263,10 @@ impl CertManager {
     /// [`deny_ttl`](OnDemandConfig::deny_ttl); and when
     /// [`max_concurrent_asks`](OnDemandConfig::max_concurrent_asks) decisions for other
     /// names are running, the handshake is refused at once.
+    ///
+    /// Refusals (denied, too busy, failed, too slow) are logged like the resolver's (see
+    /// [`CertResolver`](crate::CertResolver)): once per name in a window, within a
+    /// budget of lines, sharing that budget with the manager's resolvers.
     pub async fn prepare_handshake(&self, server_name: Option<String>) {
         let Some(name) = server_name.and_then(|n| normalize_name(&n).ok()) else {
             return;
@@ -284,19 +288,26 @@ impl CertManager {
         if !on_demand.has_policy() {
             return;
         }
+        let refusals = &self.inner.refusals;
         let decision = match on_demand.start_decision(&name) {
             Start::Decide(decision) => decision,
             Start::Denied => {
-                tracing::debug!(name, "on-demand certificate denied recently");
+                refusals.refused(
+                    Some(name.as_str()),
+                    &"the on-demand policy denied it recently",
+                );
                 return;
             }
             Start::Busy => {
-                tracing::debug!(name, "too many on-demand decisions in flight; refused");
+                refusals.refused(
+                    Some(name.as_str()),
+                    &"too many on-demand decisions in flight",
+                );
                 return;
             }
         };
         if !decision.await {
-            tracing::debug!(name, "on-demand certificate denied");
+            refusals.refused(Some(name.as_str()), &"the on-demand policy denied it");
             return;
         }
         let work = self.inner.cache.get_or_try_insert_with(&name, || async {
@@ -316,8 +327,8 @@ impl CertManager {
         });
         match tokio::time::timeout(on_demand.config.handshake_timeout, work).await {
             Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(name, error = %err, "on-demand certificate failed"),
-            Err(_) => tracing::warn!(name, "on-demand certificate took too long"),
+            Ok(Err(err)) => refusals.failed(&name, &err),
+            Err(_) => refusals.failed(&name, &"it took longer than the handshake timeout"),
         }
     }
 

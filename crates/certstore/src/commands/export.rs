@@ -60,7 +60,7 @@ pub async fn run(global: &Global, args: ExportArgs) -> CliResult {
 
 /// Refuses a target file that is a symbolic link (whoever planted it chose where a private
 /// key would land), that is not a regular file, or that exists without `force`.
-fn check_target(path: &Path, force: bool) -> CliResult {
+pub(super) fn check_target(path: &Path, force: bool) -> CliResult {
     let shown = path.display();
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => Err(CliError::usage(format!(
@@ -105,14 +105,19 @@ fn make_private_dir(dir: &Path) -> CliResult {
         .map_err(|err| CliError::failed(format!("cannot create {}: {err}", dir.display())))
 }
 
-/// Writes `bytes` to `path` with mode 0600, through a temporary file renamed into place.
+/// Writes `bytes` to `path` with mode 0600, as [`write_file`] does.
+fn write_private(path: &Path, bytes: &[u8]) -> CliResult {
+    write_file(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` with `mode`, through a temporary file renamed into place.
 ///
 /// The temporary file is created with `create_new` (`O_CREAT | O_EXCL`), which fails on
 /// anything already at that name, a symbolic link included, so nothing is ever written
 /// through a link; its name is random, so nobody can plant one there in advance. The
 /// rename replaces a link that appeared at `path` since [`check_target`] instead of
 /// following it, and a reader never sees a half-written key.
-fn write_private(path: &Path, bytes: &[u8]) -> CliResult {
+pub(super) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> CliResult {
     let fail =
         |err: std::io::Error| CliError::failed(format!("cannot write {}: {err}", path.display()));
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -123,7 +128,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> CliResult {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
         created = true;
         file.write_all(bytes)?;

@@ -2,8 +2,9 @@
 //!
 //! Certificates: `ls`, `show`, `export`, `import` and `rm`, sharing `records`. Operating a
 //! storage: `migrate`, `rekey`, `locks` (with `unlock`), `clean` and `doctor`. And `serve`,
-//! the HTTPS demo.
+//! the HTTPS demo, with `ca-root` for the root its clients trust.
 
+pub mod ca_root;
 pub mod clean;
 pub mod doctor;
 pub mod export;

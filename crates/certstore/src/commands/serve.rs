@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cert_core::tokio_rustls::TlsAcceptor;
+use cert_core::listener::{ListenerOptions, TlsListener};
+use cert_core::tokio_rustls::server::TlsStream;
 use cert_core::{
     Cache, CertManager, InternalIssuer, InternalIssuerConfig, Issuer, ManagerConfig, Store,
     server_config,
 };
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::output::{CliError, CliResult, random_suffix};
@@ -195,7 +197,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
         .map_err(|err| CliError::failed(format!("TLS configuration: {err}")))?;
     // The demo answers HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    // Handshakes run concurrently, each with a deadline: a silent client holds up no one.
+    let mut incoming = TlsListener::from_tcp(listener, config, ListenerOptions::default())
+        .map_err(listen_error)?
+        .incoming();
 
     let root_path = opened
         .file_root
@@ -229,19 +234,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
     let manager = Arc::new(manager);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accept failed");
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
+            Some(tls) = incoming.next() => {
                 let manager = Arc::clone(&manager);
                 tokio::spawn(async move {
-                    if let Err(err) = answer(acceptor, tcp, &manager).await {
-                        tracing::debug!(%peer, error = %err, "connection ended");
+                    let peer = tls.get_ref().0.peer_addr().ok();
+                    if let Err(err) = answer(tls, &manager).await {
+                        tracing::debug!(?peer, error = %err, "connection ended");
                     }
                 });
             }
@@ -256,14 +254,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
     Ok(())
 }
 
-async fn answer(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    manager: &CertManager,
-) -> std::io::Result<()> {
-    let mut tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-        .await
-        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+async fn answer(mut tls: TlsStream<TcpStream>, manager: &CertManager) -> std::io::Result<()> {
     let server_name = tls
         .get_ref()
         .1

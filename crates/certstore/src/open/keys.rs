@@ -35,6 +35,14 @@ fn key_from_file(
     })
 }
 
+/// The error for an `encrypted+` URL opened without any key.
+fn missing_key() -> OpenError {
+    OpenError::Key(format!(
+        "an encrypted+ storage needs a key: set {KEY_ENV} (base64 of 32 bytes) or give a key \
+         file (`OpenOptions::key_file`)"
+    ))
+}
+
 pub(super) fn key_ring(options: &OpenOptions) -> Result<cert_encrypted::KeyRing, OpenError> {
     use cert_encrypted::{KeyRing, SecretKey};
     let allow_open = open_key_files_allowed(options);
@@ -49,11 +57,7 @@ pub(super) fn key_ring(options: &OpenOptions) -> Result<cert_encrypted::KeyRing,
                     ))
                 })?
             }
-            Err(_) => {
-                return Err(OpenError::Key(format!(
-                    "an encrypted+ storage needs a key: set {KEY_ENV} (base64 of 32 bytes) or pass --key-file"
-                )));
-            }
+            Err(_) => return Err(missing_key()),
         },
     };
     let mut ring = KeyRing::new(current);
@@ -91,6 +95,15 @@ mod tests {
     use super::*;
 
     const B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// The missing key error says where a key comes from, in the library's terms.
+    #[test]
+    fn missing_key_names_the_variable_and_the_option() {
+        let text = missing_key().to_string();
+        assert!(text.contains(KEY_ENV), "{text}");
+        assert!(text.contains("OpenOptions::key_file"), "{text}");
+        assert!(!text.contains("--"), "no command-line flag: {text}");
+    }
 
     /// A key file readable by others is refused unless explicitly allowed.
     #[test]

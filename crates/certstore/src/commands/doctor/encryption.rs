@@ -2,6 +2,8 @@
 //! sealed them.
 
 use super::{Check, Status, check};
+#[cfg(feature = "encrypted")]
+use crate::commands::rekey::{SEAL_PLAINTEXT_HINT, plaintext_key};
 
 #[cfg(feature = "encrypted")]
 pub(super) async fn encryption(opened: &certstore::Opened) -> Check {
@@ -24,7 +26,8 @@ pub(super) async fn encryption(opened: &certstore::Opened) -> Check {
     };
     let current = encrypted.ring().current_id();
     let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
-    let mut unopened = Vec::new();
+    // Values that do not open with the ring, and values stored without encryption.
+    let (mut unopened, mut plaintext) = (Vec::new(), Vec::new());
     let sample: Vec<&String> = keys.iter().take(SAMPLE).collect();
     for key in &sample {
         match encrypted.inner().load(key).await {
@@ -38,6 +41,7 @@ pub(super) async fn encryption(opened: &certstore::Opened) -> Check {
         }
         match opened.store.load(key).await {
             Ok(_) | Err(Error::NotFound { .. }) => {}
+            Err(err) if plaintext_key(&err).is_some() => plaintext.push((*key).clone()),
             Err(_) => unopened.push((*key).clone()),
         }
     }
@@ -50,23 +54,8 @@ pub(super) async fn encryption(opened: &certstore::Opened) -> Check {
             "",
         );
     }
-    if !unopened.is_empty() {
-        return check(
-            "encryption",
-            Status::Fail,
-            format!(
-                "{} of {} sampled values do not open (first: {}); sealed by {}",
-                unopened.len(),
-                sample.len(),
-                unopened[0],
-                ids.join(", ")
-            ),
-            format!(
-                "set {} to the key that sealed them, or add it to {} during a rotation",
-                certstore::KEY_ENV,
-                certstore::PREVIOUS_KEYS_ENV
-            ),
-        );
+    if !unopened.is_empty() || !plaintext.is_empty() {
+        return unopened_values(&unopened, &plaintext, sample.len(), &ids);
     }
     let current = current.to_string();
     if by_key.keys().any(|id| *id != current) {
@@ -92,6 +81,43 @@ pub(super) async fn encryption(opened: &certstore::Opened) -> Check {
     )
 }
 
+/// The failure for sampled values that do not open: `unopened` need another key,
+/// `plaintext` were stored without encryption and need sealing.
+#[cfg(feature = "encrypted")]
+fn unopened_values(
+    unopened: &[String],
+    plaintext: &[String],
+    sampled: usize,
+    ids: &[String],
+) -> Check {
+    let mut problems = Vec::new();
+    let mut hints = Vec::new();
+    if let Some(first) = unopened.first() {
+        problems.push(format!(
+            "{} of {sampled} sampled values do not open (first: {first})",
+            unopened.len()
+        ));
+        hints.push(format!(
+            "set {} to the key that sealed them, or add it to {} during a rotation",
+            certstore::KEY_ENV,
+            certstore::PREVIOUS_KEYS_ENV
+        ));
+    }
+    if let Some(first) = plaintext.first() {
+        problems.push(format!(
+            "{} of {sampled} sampled values are stored without encryption (first: {first})",
+            plaintext.len()
+        ));
+        hints.push(SEAL_PLAINTEXT_HINT.to_owned());
+    }
+    check(
+        "encryption",
+        Status::Fail,
+        format!("{}; sealed by {}", problems.join("; "), ids.join(", ")),
+        hints.join("; then "),
+    )
+}
+
 #[cfg(not(feature = "encrypted"))]
 pub(super) async fn encryption(_opened: &certstore::Opened) -> Check {
     check(
@@ -100,4 +126,55 @@ pub(super) async fn encryption(_opened: &certstore::Opened) -> Check {
         "this build has no encryption support",
         "",
     )
+}
+
+#[cfg(all(test, feature = "encrypted"))]
+mod tests {
+    use super::*;
+
+    fn sample(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[test]
+    fn plaintext_values_get_the_seal_hint() {
+        let ids = sample(&["plain: 2"]);
+        let plain = unopened_values(&[], &sample(&["a", "b"]), 2, &ids);
+        assert_eq!(plain.status, Status::Fail);
+        assert!(
+            plain
+                .detail
+                .contains("2 of 2 sampled values are stored without encryption (first: a)"),
+            "{}",
+            plain.detail
+        );
+        assert!(
+            plain.hint.contains("certstore rekey --seal-plaintext"),
+            "{}",
+            plain.hint
+        );
+        assert!(!plain.hint.contains(certstore::KEY_ENV), "{}", plain.hint);
+    }
+
+    #[test]
+    fn wrong_keys_and_plaintext_get_both_hints() {
+        let ids = sample(&["plain: 1", "0011223344556677: 1"]);
+        let both = unopened_values(&sample(&["sealed"]), &sample(&["plain"]), 2, &ids);
+        assert!(
+            both.detail
+                .contains("1 of 2 sampled values do not open (first: sealed)"),
+            "{}",
+            both.detail
+        );
+        assert!(both.detail.contains("(first: plain)"), "{}", both.detail);
+        let key_hint = both.hint.find(certstore::KEY_ENV).expect("the key hint");
+        let seal_hint = both.hint.find("--seal-plaintext").expect("the seal hint");
+        assert!(
+            key_hint < seal_hint,
+            "the key first, then sealing: {}",
+            both.hint
+        );
+        let wrong = unopened_values(&sample(&["sealed"]), &[], 1, &ids);
+        assert!(!wrong.hint.contains("--seal-plaintext"), "{}", wrong.hint);
+    }
 }
