@@ -45,6 +45,17 @@ impl KeyType {
         };
         pair.map_err(|err| CertificateError::Key(err.to_string()))
     }
+
+    /// Whether `key` is of this type (RSA keys of either size count as RSA).
+    pub fn matches(self, key: &rcgen::KeyPair) -> bool {
+        let algorithm = key.algorithm();
+        match self {
+            KeyType::EcdsaP256 => algorithm == &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => algorithm == &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Ed25519 => algorithm == &rcgen::PKCS_ED25519,
+            KeyType::Rsa2048 | KeyType::Rsa4096 => algorithm == &rcgen::PKCS_RSA_SHA256,
+        }
+    }
 }
 
 /// Why a certificate or key could not be used.

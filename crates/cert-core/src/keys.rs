@@ -6,6 +6,8 @@
 //! certificates/<issuer>/<name>/<name>.key    copy of the PKCS#8 PEM private key
 //! certificates/<issuer>/<name>/<name>.json   copy of the metadata (names, not-after, issuer, ...)
 //! acme/<issuer>/accounts/<contact>.json      ACME account credentials
+//! acme/<issuer>/orders/<name>.json           the ACME order last placed for a name
+//! pending/<issuer>/<name>.key                the private key of an issuance in progress
 //! challenges/http-01/<token>                 key authorization for an HTTP-01 token
 //! challenges/tls-alpn-01/<name>              inputs of a TLS-ALPN-01 certificate
 //! ca/<ca>/ca.bundle                          the internal CA's record (copies beside it)
@@ -104,6 +106,30 @@ pub fn acme_account(directory_url: &str, contact: &str) -> String {
     format!(
         "{ACME}/{}/accounts/{contact}.json",
         issuer_key(directory_url)
+    )
+}
+
+/// The key of the ACME order last placed for a server name at a directory, kept so that
+/// an order the CA has accepted is resumed rather than placed again.
+pub fn acme_order(directory_url: &str, server_name: &str) -> String {
+    format!(
+        "{ACME}/{}/orders/{}.json",
+        issuer_key(directory_url),
+        safe_name(server_name)
+    )
+}
+
+/// The top-level prefix of the private keys of issuances in progress.
+pub const PENDING: &str = "pending";
+
+/// The key holding the private key of an issuance in progress for a server name at an
+/// issuer: written before the issuer is asked, so that a certificate the issuer signs
+/// for it after a crash or a failed save can still be used.
+pub fn pending_key(issuer: &str, server_name: &str) -> String {
+    format!(
+        "{PENDING}/{}/{}.key",
+        issuer_key(issuer),
+        safe_name(server_name)
     )
 }
 

@@ -95,6 +95,15 @@ pub trait Issuer: Send + Sync + 'static {
     /// Issues a certificate for `request`.
     async fn issue(&self, request: IssueRequest<'_>) -> Result<Issued, IssueError>;
 
+    /// Whether an issuance that failed part way may be finished by a later call for the
+    /// same names and the same key (an ACME order the CA accepted, resumed by its URL).
+    /// When true, the engine keeps the private key of an issuance in storage until its
+    /// certificate is saved, and asks again with that key, from any node. The default is
+    /// false: every call starts afresh with a new key.
+    fn resumes_issuance(&self) -> bool {
+        false
+    }
+
     /// The renewal window the issuer suggests for a certificate it issued (for ACME, the
     /// CA's renewal information, RFC 9773), or `None` to let the engine decide from the
     /// certificate's lifetime. The default is `None`.

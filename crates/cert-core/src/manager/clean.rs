@@ -60,6 +60,8 @@ impl CertManager {
             });
             removed.push(prefix);
         }
+        self.remove_stale_issuances(now - self.inner.config.clean_grace)
+            .await;
         match storage.clean_expired_locks().await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "removed expired locks"),
@@ -67,5 +69,33 @@ impl CertManager {
         }
         storage.store_json(MARK, &system_to_unix(now)).await?;
         Ok(removed)
+    }
+
+    /// Removes issuance keys and ACME order records last written before `cutoff`: left
+    /// by names no longer managed, or by issuances that failed for that long (the next
+    /// attempt then starts afresh). Failures are logged and left for the next pass.
+    async fn remove_stale_issuances(&self, cutoff: SystemTime) {
+        let storage = self.inner.storage.as_ref();
+        let mut candidates = Vec::new();
+        for (prefix, wanted) in [(keys::PENDING, None), (keys::ACME, Some("/orders/"))] {
+            match storage.list(prefix, true).await {
+                Ok(listed) => candidates.extend(
+                    listed
+                        .into_iter()
+                        .filter(|key| wanted.is_none_or(|part| key.contains(part))),
+                ),
+                Err(Error::NotFound { .. }) => {}
+                Err(err) => tracing::warn!(prefix, error = %err, "listing issuance state failed"),
+            }
+        }
+        for key in candidates {
+            let stale = match storage.stat(&key).await {
+                Ok(info) => info.is_terminal && info.modified < cutoff,
+                Err(_) => false,
+            };
+            if stale && let Err(err) = storage.delete(&key).await {
+                tracing::warn!(key, error = %err, "removing stale issuance state failed");
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use super::{CertManager, Event, ManageError, NameState, Served, normalize_name};
 use crate::certificate::StoredCertificate;
 use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::record::{self, CertificateId, LoadedCertificate, RecordState};
-use crate::{Error, LockGuard, Locker, keys, lock};
+use crate::{Error, Lease, LockGuard, Locker, StorageExt, keys, lock};
 
 /// What storage holds for a name, across every issuer's area.
 pub(super) enum Found {
@@ -89,6 +89,9 @@ impl CertManager {
     async fn obtain_locked(&self, name: &str, guard: &LockGuard) -> Result<(), ManageError> {
         // Another node may have obtained or renewed it while this one waited.
         let served = self.certificate_meta(name);
+        // The key of the certificate being replaced: an issuance key equal to it was
+        // already used.
+        let mut replaced_key = None;
         match self.load_stored(name).await? {
             Found::Valid(loaded) if !self.due(&loaded.stored).await => {
                 let newer = served
@@ -103,6 +106,7 @@ impl CertManager {
                 }
                 return Ok(());
             }
+            Found::Valid(loaded) => replaced_key = Some(loaded.stored.key_pem.clone()),
             Found::Broken(reason) if served.is_some() => self.report_broken(name, &reason),
             _ => {}
         }
@@ -121,7 +125,7 @@ impl CertManager {
             let issued = tokio::select! {
                 biased;
                 () = guard.lost() => None,
-                issued = self.issue_with(issuer.as_ref(), name) => Some(issued),
+                issued = self.issue_with(issuer.as_ref(), name, replaced_key.as_ref().map(|k| k.as_str()), guard) => Some(issued),
             };
             let Some(issued) = issued else {
                 return Err(self.abandon(name, "the order"));
@@ -145,6 +149,9 @@ impl CertManager {
                     }
                     self.install(name, &stored, Self::certify(name, &stored)?);
                     self.apply_window(name, &stored).await;
+                    if issuer.resumes_issuance() {
+                        self.forget_issuance_key(&issuer_id, name, &lease).await;
+                    }
                     if shared {
                         self.clear_backoff(name, &lease).await;
                     }
@@ -194,16 +201,16 @@ impl CertManager {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip(self, issuer), fields(issuer = %issuer.id()))]
+    #[tracing::instrument(level = "debug", skip(self, issuer, replaced_key, guard), fields(issuer = %issuer.id()))]
     async fn issue_with(
         &self,
         issuer: &dyn Issuer,
         name: &str,
+        replaced_key: Option<&str>,
+        guard: &LockGuard,
     ) -> Result<StoredCertificate, IssueError> {
         let key_type = self.inner.config.key_type;
-        let key = key_type.generate().map_err(|err| IssueError::Rejected {
-            reason: err.to_string(),
-        })?;
+        let key = self.issuance_key(issuer, name, replaced_key, guard).await?;
         let names = vec![name.to_owned()];
         let params =
             rcgen::CertificateParams::new(names.clone()).map_err(|err| IssueError::Rejected {
@@ -227,6 +234,66 @@ impl CertManager {
             .map_err(|err| IssueError::Rejected {
                 reason: format!("the issuer returned an unusable certificate: {err}"),
             })
+    }
+
+    /// The private key to ask `issuer` with. For an issuer that resumes issuance, the key
+    /// of an earlier attempt for this name is reused while storage holds it (the issuer
+    /// may have had a certificate signed for it that never got saved), unless it is the
+    /// key of the certificate being replaced or of another key type; a new key is stored,
+    /// fenced by the issuance lock, before the issuer is asked.
+    ///
+    /// A crash before the store leaves nothing; after it, the key waits for the next
+    /// attempt, on any node; a lost lease refuses the store and nothing is asked.
+    async fn issuance_key(
+        &self,
+        issuer: &dyn Issuer,
+        name: &str,
+        replaced_key: Option<&str>,
+        guard: &LockGuard,
+    ) -> Result<rcgen::KeyPair, IssueError> {
+        let key_type = self.inner.config.key_type;
+        let generate = || {
+            key_type.generate().map_err(|err| IssueError::Rejected {
+                reason: err.to_string(),
+            })
+        };
+        if !issuer.resumes_issuance() {
+            return generate();
+        }
+        let storage = self.inner.storage.as_ref();
+        let pending = keys::pending_key(&issuer.id(), name);
+        if let Some(bytes) = storage.load_opt(&pending).await? {
+            let pem = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+            let reusable = replaced_key.is_none_or(|used| used != pem.as_str());
+            match rcgen::KeyPair::from_pem(&pem) {
+                Ok(key) if reusable && key_type.matches(&key) => {
+                    tracing::debug!(name, "resuming with the key of an earlier attempt");
+                    return Ok(key);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(name, error = %err, key = pending, "unusable issuance key; replacing it");
+                }
+            }
+        }
+        let key = generate()?;
+        let pem = Zeroizing::new(key.serialize_pem());
+        match storage
+            .store_fenced(&pending, pem.as_bytes(), &guard.lease())
+            .await
+        {
+            Ok(()) => Ok(key),
+            Err(err) => Err(IssueError::Storage(err)),
+        }
+    }
+
+    /// Removes the issuance key once its certificate is saved (best effort: a key left
+    /// behind equals the saved certificate's, and is never used again).
+    async fn forget_issuance_key(&self, issuer_id: &str, name: &str, lease: &Lease) {
+        let pending = keys::pending_key(issuer_id, name);
+        if let Err(err) = self.inner.storage.delete_fenced(&pending, lease).await {
+            tracing::debug!(name, error = %err, "removing the issuance key failed");
+        }
     }
 
     /// Loads the newest usable certificate for `name` from any issuer's area of storage.

@@ -15,6 +15,7 @@ use cert_core::{
 mod lifecycle;
 mod on_demand;
 mod records;
+mod resume;
 mod serving;
 
 fn internal(storage: &Arc<dyn Store>, leaf: Duration) -> Arc<InternalIssuer> {

@@ -35,6 +35,14 @@ async fn cleaning_removes_expired_certificates_once_per_interval() {
         config,
     );
     long.manage(["fresh.example"]).await.unwrap();
+    // Issuance state left by a name no longer managed, and an account beside it.
+    for key in [
+        "pending/ca.example-dir/gone.example.key",
+        "acme/ca.example-dir/orders/gone.example.json",
+        "acme/ca.example-dir/accounts/default.json",
+    ] {
+        storage.store(key, b"left").await.unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
     // Another node holding the cleaning lock: this one skips.
@@ -77,6 +85,25 @@ async fn cleaning_removes_expired_certificates_once_per_interval() {
     );
     // The CA itself is never cleaned.
     assert!(storage.exists("ca/local/root.crt").await.unwrap());
+    // Issuance state older than the grace period goes; accounts stay.
+    assert!(
+        !storage
+            .exists("pending/ca.example-dir/gone.example.key")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .exists("acme/ca.example-dir/orders/gone.example.json")
+            .await
+            .unwrap()
+    );
+    assert!(
+        storage
+            .exists("acme/ca.example-dir/accounts/default.json")
+            .await
+            .unwrap()
+    );
 
     // Ran recently (on any node): the next call does nothing.
     m.manage(["old.example"]).await.ok();

@@ -3,6 +3,7 @@
 //! used to revoke certificates.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use instant_acme::{
     Account, AccountCredentials, ExternalAccountKey, NewAccount, RevocationReason,
@@ -12,6 +13,8 @@ use zeroize::Zeroizing;
 
 use super::AcmeIssuer;
 use super::error::map_acme_error;
+use super::http::AcmeHttp;
+use super::step::{Progress, Retry, Step};
 use crate::issuer::IssueError;
 use crate::lock::{LockOptions, lock};
 use crate::{Locker, StorageExt, keys};
@@ -24,14 +27,27 @@ impl AcmeIssuer {
         )
     }
 
-    fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
-        match &self.config.root_pem_file {
-            Some(path) => Account::builder_with_root(path),
-            None => Account::builder(),
+    /// The HTTP client of this issuer, set up on first use.
+    pub(super) fn http(&self) -> Result<AcmeHttp, IssueError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http.clone());
         }
-        .map_err(|err| IssueError::Rejected {
-            reason: format!("cannot set up the ACME client: {err}"),
-        })
+        let refused = |reason: String| IssueError::Rejected {
+            reason: format!("cannot set up the ACME client: {reason}"),
+        };
+        let root = match &self.config.root_pem_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|err| refused(format!("reading {}: {err}", path.display())))?,
+            ),
+            None => None,
+        };
+        let http = AcmeHttp::new(root.as_deref()).map_err(refused)?;
+        Ok(self.http.get_or_init(|| http).clone())
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
+        Ok(Account::builder_with_http(Box::new(self.http()?)))
     }
 
     /// The account: loaded from storage, or created once for the whole cluster under the
@@ -110,14 +126,20 @@ impl AcmeIssuer {
             return Ok(None);
         };
         let bytes = Zeroizing::new(bytes);
-        let credentials: AccountCredentials = serde_json::from_slice(&bytes)
-            .map_err(|err| IssueError::Storage(crate::Error::corrupt(key, err)))?;
-        let account = self
-            .builder()?
-            .from_credentials(credentials)
-            .await
-            .map_err(map_acme_error)?;
-        Ok(Some(account))
+        let credentials = || -> Result<AccountCredentials, IssueError> {
+            serde_json::from_slice(&bytes)
+                .map_err(|err| IssueError::Storage(crate::Error::corrupt(key, err)))
+        };
+        let mut progress = Progress::new(&[]);
+        progress.step = Step::Account;
+        let mut retry = Retry::until(Instant::now() + self.config.order_timeout);
+        loop {
+            match self.builder()?.from_credentials(credentials()?).await {
+                Ok(account) => return Ok(Some(account)),
+                Err(err) if retry.again(&err, &mut progress).await => {}
+                Err(err) => return Err(map_acme_error(err)),
+            }
+        }
     }
 
     /// Creates an account at the CA and stores its credentials (one value, so a crash
@@ -131,19 +153,28 @@ impl AcmeIssuer {
             .external_account
             .as_ref()
             .map(|eab| ExternalAccountKey::new(eab.kid.clone(), &eab.hmac_key));
-        let (account, credentials) = self
-            .builder()?
-            .create(
-                &NewAccount {
-                    contact: &contacts,
-                    terms_of_service_agreed: self.config.agree_terms,
-                    only_return_existing: false,
-                },
-                self.config.directory_url.clone(),
-                eab.as_ref(),
-            )
-            .await
-            .map_err(map_acme_error)?;
+        let mut progress = Progress::new(&[]);
+        progress.step = Step::Account;
+        let mut retry = Retry::until(Instant::now() + self.config.order_timeout);
+        let (account, credentials) = loop {
+            let created = self
+                .builder()?
+                .create(
+                    &NewAccount {
+                        contact: &contacts,
+                        terms_of_service_agreed: self.config.agree_terms,
+                        only_return_existing: false,
+                    },
+                    self.config.directory_url.clone(),
+                    eab.as_ref(),
+                )
+                .await;
+            match created {
+                Ok(created) => break created,
+                Err(err) if retry.again(&err, &mut progress).await => {}
+                Err(err) => return Err(map_acme_error(err)),
+            }
+        };
         let json = Zeroizing::new(serde_json::to_vec(&credentials).map_err(|err| {
             IssueError::Rejected {
                 reason: format!("cannot serialize the account: {err}"),

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::step::Progress;
 use crate::certificate::system_to_unix;
 use crate::challenge::ChallengeType;
 use crate::issuer::IssueError;
@@ -15,6 +16,61 @@ pub(super) enum OrderError {
     /// The CA does not know the account (any more).
     AccountGone(IssueError),
     Other(IssueError),
+}
+
+impl OrderError {
+    /// The failure as the engine sees it.
+    pub(super) fn issue_error(&self) -> &IssueError {
+        match self {
+            OrderError::Challenge(_, err)
+            | OrderError::AccountGone(err)
+            | OrderError::Other(err) => err,
+        }
+    }
+
+    /// The same failure, its message saying where the order stood.
+    pub(super) fn with_context(self, progress: &Progress) -> Self {
+        let add = |err: IssueError| match err {
+            IssueError::Temporary {
+                source,
+                retry_after,
+            } => IssueError::Temporary {
+                source: Box::new(InOrder {
+                    context: progress.to_string(),
+                    source,
+                }),
+                retry_after,
+            },
+            IssueError::Rejected { reason } => IssueError::Rejected {
+                reason: format!("{reason} ({progress})"),
+            },
+            other => other,
+        };
+        match self {
+            OrderError::Challenge(ty, err) => OrderError::Challenge(ty, add(err)),
+            OrderError::AccountGone(err) => OrderError::AccountGone(add(err)),
+            OrderError::Other(err) => OrderError::Other(add(err)),
+        }
+    }
+}
+
+/// A failure and where its order stood; the failure stays reachable as the source.
+#[derive(Debug)]
+struct InOrder {
+    context: String,
+    source: crate::BoxError,
+}
+
+impl std::fmt::Display for InOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.source, self.context)
+    }
+}
+
+impl std::error::Error for InOrder {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
 }
 
 impl From<IssueError> for OrderError {

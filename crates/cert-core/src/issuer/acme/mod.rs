@@ -16,9 +16,12 @@ use crate::challenge::{ChallengeType, Challenges, DnsProvider};
 
 mod account;
 mod ari;
+mod authorize;
 mod config;
 mod error;
+mod http;
 mod order;
+mod step;
 
 pub use self::config::{
     AcmeConfig, ExternalAccountBinding, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
@@ -33,6 +36,7 @@ pub struct AcmeIssuer {
     challenges: Arc<Challenges>,
     dns: Option<Arc<dyn DnsProvider>>,
     account: tokio::sync::Mutex<Option<Account>>,
+    http: std::sync::OnceLock<http::AcmeHttp>,
 }
 
 impl fmt::Debug for AcmeIssuer {
@@ -59,6 +63,7 @@ impl AcmeIssuer {
             challenges,
             dns: None,
             account: tokio::sync::Mutex::new(None),
+            http: std::sync::OnceLock::new(),
         }
     }
 
@@ -153,6 +158,10 @@ impl Issuer for AcmeIssuer {
             tokio::time::sleep(pause).await;
             excluded.clear();
         }
+    }
+
+    fn resumes_issuance(&self) -> bool {
+        true
     }
 
     async fn renewal_window(

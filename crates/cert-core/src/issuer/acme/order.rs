@@ -1,107 +1,46 @@
-//! One ACME order: challenges chosen by preference, published through storage (or DNS)
-//! before the CA is told, validation awaited, the CSR finalized and the chain fetched,
-//! and the challenge data removed afterwards.
+//! One ACME order: placed (or resumed from the record storage keeps of it), its
+//! authorizations answered ([`super::authorize`]), validation awaited by a poll loop that
+//! uses its whole deadline, the CSR finalized and the chain fetched. Each request is
+//! retried at its own step ([`super::step`]).
+//!
+//! The order's URL is stored under [`keys::acme_order`] as soon as the CA accepts it,
+//! with the names and the public key it is for. A later call for the same names and the
+//! same key, on any node and after a restart, resumes that order wherever it stands, so a
+//! certificate the CA issued is downloaded, never ordered again. The engine asks again
+//! with the same key until the certificate is saved
+//! ([`Issuer::resumes_issuance`](crate::issuer::Issuer::resumes_issuance)).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, OrderStatus,
-    RetryPolicy as AcmeRetry,
+    Account, AuthorizationStatus, CertificateIdentifier, Identifier, NewOrder, Order, OrderStatus,
 };
+use serde::{Deserialize, Serialize};
 
 use super::AcmeIssuer;
 use super::error::{OrderError, is_validation_problem, map_acme_error, validation_failure};
-use crate::challenge::{ChallengeType, dns01_record_name};
+use super::step::{Progress, Retry, Step, is_transient};
+use crate::challenge::ChallengeType;
 use crate::issuer::{IssueError, IssueRequest};
+use crate::{StorageExt, keys};
 
-/// What one challenge placed, to clean up afterwards.
-enum Placed {
-    Http01(String),
-    TlsAlpn01(String),
-    Dns01 { record: String, value: String },
+/// The first pause of the poll loop (growing by half each time).
+const POLL_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause of the poll loop, unless the CA asks for longer with `Retry-After`.
+const POLL_MAX: Duration = Duration::from_secs(2);
+
+/// The order last placed for a name, as storage keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderRecord {
+    url: String,
+    names: Vec<String>,
+    /// The PEM public key the order is to certify.
+    public_key: String,
 }
 
 impl AcmeIssuer {
-    pub(super) fn challenge_order(
-        &self,
-        wildcard: bool,
-        excluded: &[ChallengeType],
-    ) -> Vec<ChallengeType> {
-        self.config
-            .challenge_types
-            .iter()
-            .copied()
-            .filter(|t| !excluded.contains(t))
-            .filter(|t| *t != ChallengeType::Dns01 || self.dns.is_some())
-            .filter(|t| !wildcard || *t == ChallengeType::Dns01)
-            .collect()
-    }
-
-    async fn place(
-        &self,
-        ty: ChallengeType,
-        domain: &str,
-        token: &str,
-        key_authorization: &instant_acme::KeyAuthorization,
-    ) -> Result<Placed, IssueError> {
-        match ty {
-            ChallengeType::Http01 => {
-                self.challenges
-                    .present_http01(token, key_authorization.as_str())
-                    .await?;
-                Ok(Placed::Http01(token.to_owned()))
-            }
-            ChallengeType::TlsAlpn01 => {
-                self.challenges
-                    .present_tls_alpn01(domain, key_authorization.digest().as_ref())
-                    .await?;
-                Ok(Placed::TlsAlpn01(domain.to_owned()))
-            }
-            ChallengeType::Dns01 => {
-                let dns = self.dns.as_ref().ok_or_else(|| IssueError::Rejected {
-                    reason: "DNS-01 needs a DNS provider".into(),
-                })?;
-                let record = dns01_record_name(domain);
-                let value = key_authorization.dns_value();
-                dns.set_txt(&record, &value)
-                    .await
-                    .map_err(IssueError::temporary)?;
-                let placed = Placed::Dns01 { record, value };
-                if let Placed::Dns01 { record, value } = &placed
-                    && let Err(err) = dns.wait_for_propagation(record, value).await
-                {
-                    self.clean(std::slice::from_ref(&placed)).await;
-                    return Err(IssueError::temporary(err));
-                }
-                Ok(placed)
-            }
-        }
-    }
-
-    async fn clean(&self, placed: &[Placed]) {
-        for item in placed {
-            let result = match item {
-                Placed::Http01(token) => self
-                    .challenges
-                    .clear_http01(token)
-                    .await
-                    .map_err(Into::into),
-                Placed::TlsAlpn01(name) => self
-                    .challenges
-                    .clear_tls_alpn01(name)
-                    .await
-                    .map_err(Into::into),
-                Placed::Dns01 { record, value } => match &self.dns {
-                    Some(dns) => dns.clear_txt(record, value).await,
-                    None => Ok(()),
-                },
-            };
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "removing challenge data failed");
-            }
-        }
-    }
-
+    /// One order, from placing (or resuming) it to its chain. Every failure carries
+    /// where the order stood.
     pub(super) async fn order_once(
         &self,
         account: &Account,
@@ -109,6 +48,97 @@ impl AcmeIssuer {
         excluded: &[ChallengeType],
         replaces: Option<CertificateIdentifier<'static>>,
     ) -> Result<String, OrderError> {
+        let mut progress = Progress::new(request.names);
+        let deadline = Instant::now() + self.config.order_timeout;
+        let result = async {
+            let mut order = match self
+                .resume(account, request, &mut progress, deadline)
+                .await?
+            {
+                Some(order) => order,
+                None => {
+                    self.place_order(account, request, replaces, &mut progress, deadline)
+                        .await?
+                }
+            };
+            self.drive(&mut order, request, excluded, &mut progress, deadline)
+                .await
+        }
+        .await;
+        result.map_err(|err| {
+            let err = err.with_context(&progress);
+            tracing::warn!(
+                names = %progress.names.join(","),
+                step = %progress.step,
+                order = progress.url.as_deref().unwrap_or("none"),
+                error = %err.issue_error(),
+                "ACME order failed"
+            );
+            err
+        })
+    }
+
+    /// The stored order for these names and this key, when the CA still has it in a
+    /// state worth going on from.
+    async fn resume(
+        &self,
+        account: &Account,
+        request: &IssueRequest<'_>,
+        progress: &mut Progress,
+        deadline: Instant,
+    ) -> Result<Option<Order>, OrderError> {
+        let Some(primary) = request.names.first() else {
+            return Ok(None);
+        };
+        let key = keys::acme_order(&self.config.directory_url, primary);
+        let Some(bytes) = self.storage.load_opt(&key).await? else {
+            return Ok(None);
+        };
+        let record: OrderRecord = match serde_json::from_slice(&bytes) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(key, error = %err, "unreadable order record; placing a new order");
+                return Ok(None);
+            }
+        };
+        if record.names != request.names || record.public_key != request.public_key_pem {
+            return Ok(None);
+        }
+        progress.step = Step::ResumeOrder;
+        progress.url = Some(record.url.clone());
+        let mut retry = Retry::until(deadline);
+        let order = loop {
+            match account.order(record.url.clone()).await {
+                Ok(order) => break order,
+                Err(err) if retry.again(&err, progress).await => {}
+                // The CA is unreachable: a new order would fail the same way.
+                Err(err) if is_transient(&err) => return Err(err.into()),
+                Err(err) => {
+                    tracing::info!(order = record.url, error = %err, "the stored order cannot be resumed; placing a new one");
+                    progress.url = None;
+                    return Ok(None);
+                }
+            }
+        };
+        let mut order = order;
+        let status = order.state().status;
+        if status == OrderStatus::Invalid {
+            progress.url = None;
+            return Ok(None);
+        }
+        tracing::info!(names = %request.names.join(","), order = record.url, ?status, "resuming an ACME order");
+        Ok(Some(order))
+    }
+
+    async fn place_order(
+        &self,
+        account: &Account,
+        request: &IssueRequest<'_>,
+        replaces: Option<CertificateIdentifier<'static>>,
+        progress: &mut Progress,
+        deadline: Instant,
+    ) -> Result<Order, OrderError> {
+        progress.step = Step::NewOrder;
         let identifiers: Vec<Identifier> = request
             .names
             .iter()
@@ -117,122 +147,221 @@ impl AcmeIssuer {
                 Err(_) => Identifier::Dns(name.clone()),
             })
             .collect();
-        let mut new_order = NewOrder::new(&identifiers);
-        if let Some(profile) = &self.config.profile {
-            new_order = new_order.profile(profile);
-        }
-        let mut order = match replaces {
-            Some(id) => match account.new_order(&new_order.replaces(id)).await {
-                Ok(order) => order,
-                Err(err) => {
+        let plain = || {
+            let order = NewOrder::new(&identifiers);
+            match &self.config.profile {
+                Some(profile) => order.profile(profile),
+                None => order,
+            }
+        };
+        let mut replaces = replaces;
+        let mut retry = Retry::until(deadline);
+        let order = loop {
+            let attempt = match &replaces {
+                Some(id) => account.new_order(&plain().replaces(id.clone())).await,
+                None => account.new_order(&plain()).await,
+            };
+            match attempt {
+                Ok(order) => break order,
+                Err(err) if retry.again(&err, progress).await => {}
+                Err(err) if replaces.is_some() => {
                     // The CA may not support ARI or refuse this replacement: order plainly.
                     tracing::debug!(error = %err, "ordering with `replaces` failed; ordering without");
-                    let mut plain = NewOrder::new(&identifiers);
-                    if let Some(profile) = &self.config.profile {
-                        plain = plain.profile(profile);
-                    }
-                    account.new_order(&plain).await?
+                    replaces = None;
                 }
-            },
-            None => account.new_order(&new_order).await?,
+                Err(err) => return Err(err.into()),
+            }
         };
-
-        let mut placed = Vec::new();
-        let mut used = Vec::new();
-        let result = self
-            .solve(&mut order, excluded, &mut placed, &mut used)
-            .await;
-        let result = match result {
-            Ok(()) => self.wait_ready(&mut order, &used).await,
-            Err(err) => Err(err),
+        progress.url = Some(order.url().to_owned());
+        let record = OrderRecord {
+            url: order.url().to_owned(),
+            names: request.names.to_vec(),
+            public_key: request.public_key_pem.to_owned(),
         };
-        self.clean(&placed).await;
-        result?;
-        order.finalize_csr(request.csr_der).await?;
-        let chain = order
-            .poll_certificate(&self.poll_policy())
-            .await
-            .map_err(map_acme_error)?;
-        Ok(chain)
-    }
-
-    fn poll_policy(&self) -> AcmeRetry {
-        AcmeRetry::new()
-            .initial_delay(Duration::from_millis(100))
-            .backoff(1.5)
-            .timeout(self.config.order_timeout)
-    }
-
-    async fn solve(
-        &self,
-        order: &mut instant_acme::Order,
-        excluded: &[ChallengeType],
-        placed: &mut Vec<Placed>,
-        used: &mut Vec<ChallengeType>,
-    ) -> Result<(), OrderError> {
-        let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz?;
-            match authz.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                other => {
-                    return Err(OrderError::Other(IssueError::Rejected {
-                        reason: format!("authorization is {other:?}"),
-                    }));
+        let key = keys::acme_order(
+            &self.config.directory_url,
+            request.names.first().map_or("", String::as_str),
+        );
+        // Without the record the order still goes on; it just cannot be resumed.
+        match serde_json::to_vec(&record) {
+            Ok(bytes) => {
+                if let Err(err) = self.storage.store(&key, &bytes).await {
+                    tracing::warn!(key, error = %err, "storing the order record failed");
                 }
             }
-            let identifier = authz.identifier();
-            let wildcard = identifier.wildcard;
-            let domain = match identifier.identifier {
-                Identifier::Dns(d) => d.clone(),
-                Identifier::Ip(ip) => ip.to_string(),
-                other => {
-                    return Err(OrderError::Other(IssueError::Rejected {
-                        reason: format!("unsupported identifier {other:?}"),
-                    }));
+            Err(err) => tracing::warn!(key, error = %err, "encoding the order record failed"),
+        }
+        Ok(order)
+    }
+
+    /// Takes an order from wherever it stands to its chain.
+    async fn drive(
+        &self,
+        order: &mut Order,
+        request: &IssueRequest<'_>,
+        excluded: &[ChallengeType],
+        progress: &mut Progress,
+        deadline: Instant,
+    ) -> Result<String, OrderError> {
+        if order.state().status == OrderStatus::Pending {
+            let mut placed = Vec::new();
+            let mut used = Vec::new();
+            let mut result = self
+                .solve(order, excluded, &mut placed, &mut used, progress, deadline)
+                .await;
+            if result.is_ok() {
+                result = self.wait_ready(order, &used, progress, deadline).await;
+            }
+            // Challenge data goes only once the CA is done with it: an authorization
+            // still pending may be validating right now, and a resumed order uses it.
+            if result.is_ok() || !self.authorizations_pending(order).await {
+                self.clean(&placed).await;
+            }
+            result?;
+        }
+        if order.state().status == OrderStatus::Ready {
+            self.finalize(order, request, progress, deadline).await?;
+        }
+        if order.state().status == OrderStatus::Processing {
+            progress.step = Step::Issuance;
+            let status = self
+                .poll(order, progress, deadline, |s| s != OrderStatus::Processing)
+                .await
+                .map_err(|err| OrderError::Other(map_acme_error(err)))?;
+            if status == OrderStatus::Processing {
+                return Err(timeout(progress));
+            }
+        }
+        match order.state().status {
+            OrderStatus::Valid => self.download(order, progress, deadline).await,
+            status => Err(OrderError::Other(IssueError::temporary(
+                order
+                    .state()
+                    .error
+                    .as_ref()
+                    .map_or_else(|| format!("the order is {status:?}"), |p| p.to_string()),
+            ))),
+        }
+    }
+
+    async fn finalize(
+        &self,
+        order: &mut Order,
+        request: &IssueRequest<'_>,
+        progress: &mut Progress,
+        deadline: Instant,
+    ) -> Result<(), OrderError> {
+        progress.step = Step::Finalize;
+        let mut retry = Retry::until(deadline);
+        let mut tried = false;
+        loop {
+            let err = match order.finalize_csr(request.csr_der).await {
+                Ok(()) => return Ok(()),
+                Err(err) => err,
+            };
+            if retry.again(&err, progress).await {
+                tried = true;
+                continue;
+            }
+            // An earlier try whose answer was lost may have gone through: the order then
+            // moved on, and refusing this one says nothing.
+            if tried
+                && let Ok(state) = order.refresh().await
+                && matches!(state.status, OrderStatus::Processing | OrderStatus::Valid)
+            {
+                return Ok(());
+            }
+            return Err(err.into());
+        }
+    }
+
+    async fn download(
+        &self,
+        order: &mut Order,
+        progress: &mut Progress,
+        deadline: Instant,
+    ) -> Result<String, OrderError> {
+        progress.step = Step::Download;
+        // The chain is worth more time than the order's deadline left: the CA issued it.
+        let mut retry = Retry::until(deadline.max(Instant::now() + Duration::from_secs(30)));
+        loop {
+            match order.certificate().await {
+                Ok(Some(chain)) => return Ok(chain),
+                Ok(None) => {
+                    return Err(OrderError::Other(IssueError::temporary(
+                        "the CA issued no certificate for a valid order",
+                    )));
+                }
+                Err(err) if retry.again(&err, progress).await => {}
+                Err(err) => return Err(OrderError::Other(map_acme_error(err))),
+            }
+        }
+    }
+
+    /// Refreshes the order until `done` holds for its status or the deadline has come,
+    /// pausing a quarter second at first, then half as long again each time up to
+    /// [`POLL_MAX`], or as long as the CA asks with `Retry-After`; the last poll is at the
+    /// deadline itself. Returns the last status seen; a problem the order carries is an
+    /// error.
+    async fn poll(
+        &self,
+        order: &mut Order,
+        progress: &mut Progress,
+        deadline: Instant,
+        done: impl Fn(OrderStatus) -> bool,
+    ) -> Result<OrderStatus, instant_acme::Error> {
+        let http = self.http().ok();
+        let mut pause = POLL_FIRST;
+        loop {
+            let mut retry = Retry::until(deadline);
+            let state = loop {
+                match order.refresh().await {
+                    Ok(state) => break state,
+                    Err(err) if retry.again(&err, progress).await => {}
+                    Err(err) => return Err(err),
                 }
             };
-            let offered: Vec<ChallengeType> = authz
-                .challenges
-                .iter()
-                .filter_map(|c| from_acme_type(&c.r#type))
-                .collect();
-            let Some(ty) = self
-                .challenge_order(wildcard, excluded)
-                .into_iter()
-                .find(|t| offered.contains(t))
-            else {
-                return Err(OrderError::Other(IssueError::Rejected {
-                    reason: format!("no usable challenge type for {domain} (offered {offered:?})"),
-                }));
-            };
-            let Some(mut challenge) = authz.challenge(to_acme_type(ty)) else {
-                continue;
-            };
-            let key_authorization = challenge.key_authorization();
-            let token = challenge.token.clone();
-            // Stored before the CA is told, so any node can answer.
-            let item = self
-                .place(ty, &domain, &token, &key_authorization)
-                .await
-                .map_err(|err| OrderError::Challenge(ty, err))?;
-            placed.push(item);
-            used.push(ty);
-            challenge.set_ready().await?;
+            if let Some(problem) = &state.error {
+                return Err(instant_acme::Error::Api(problem.clone()));
+            }
+            let status = state.status;
+            if done(status) {
+                return Ok(status);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(status);
+            }
+            let asked = http
+                .as_ref()
+                .and_then(|http| http.retry_after(order.url()))
+                .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok());
+            let wait = asked.unwrap_or(pause).min(deadline - now);
+            tokio::time::sleep(wait).await;
+            pause = pause.mul_f64(1.5).min(POLL_MAX);
         }
-        Ok(())
     }
 
     async fn wait_ready(
         &self,
-        order: &mut instant_acme::Order,
+        order: &mut Order,
         used: &[ChallengeType],
+        progress: &mut Progress,
+        deadline: Instant,
     ) -> Result<(), OrderError> {
-        let status = order.poll_ready(&self.poll_policy()).await;
+        progress.step = Step::Validation;
+        let status = self
+            .poll(order, progress, deadline, |s| {
+                !matches!(s, OrderStatus::Pending)
+            })
+            .await;
         let failed_type = used.first().copied();
         match status {
-            Ok(OrderStatus::Ready) => Ok(()),
+            Ok(OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid) => Ok(()),
+            Ok(OrderStatus::Pending) => {
+                progress.authorization = self.first_authorization_status(order).await;
+                Err(timeout(progress))
+            }
             Ok(status) => {
                 let detail = order
                     .state()
@@ -248,21 +377,25 @@ impl AcmeIssuer {
             Err(err) => Err(OrderError::Other(map_acme_error(err))),
         }
     }
-}
 
-fn from_acme_type(ty: &instant_acme::ChallengeType) -> Option<ChallengeType> {
-    match ty {
-        instant_acme::ChallengeType::Http01 => Some(ChallengeType::Http01),
-        instant_acme::ChallengeType::TlsAlpn01 => Some(ChallengeType::TlsAlpn01),
-        instant_acme::ChallengeType::Dns01 => Some(ChallengeType::Dns01),
-        _ => None,
+    /// The status of the first authorization not yet valid, asked afresh.
+    async fn first_authorization_status(&self, order: &mut Order) -> Option<String> {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.ok()?;
+            let state = authz.refresh().await.ok()?;
+            if state.status != AuthorizationStatus::Valid {
+                return Some(format!("{:?}", state.status).to_lowercase());
+            }
+        }
+        None
     }
 }
 
-fn to_acme_type(ty: ChallengeType) -> instant_acme::ChallengeType {
-    match ty {
-        ChallengeType::Http01 => instant_acme::ChallengeType::Http01,
-        ChallengeType::TlsAlpn01 => instant_acme::ChallengeType::TlsAlpn01,
-        ChallengeType::Dns01 => instant_acme::ChallengeType::Dns01,
-    }
+/// The order's deadline came while the CA was still working.
+fn timeout(progress: &Progress) -> OrderError {
+    OrderError::Other(IssueError::temporary(format!(
+        "the order timed out after {:.1} s",
+        progress.started.elapsed().as_secs_f64()
+    )))
 }
