@@ -34,7 +34,7 @@ pub use lease::{Lease, LockToken};
 /// from storage keys. Expiry should be judged by the backend server's clock where it has
 /// one, so clock skew between nodes cannot break exclusion.
 #[async_trait]
-pub trait Locker: Send + Sync + 'static {
+pub trait Locker: fmt::Debug + Send + Sync + 'static {
     /// Tries once to take the lock `name` for `ttl`: `Ok(Some(lease))` when taken (the
     /// lock was free or its previous lease had expired), `Ok(None)` when another live
     /// lease holds it.

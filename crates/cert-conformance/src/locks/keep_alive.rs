@@ -59,6 +59,7 @@ enum RefreshFault {
 /// A locker that forwards to the store under test but can be told to break refreshes:
 /// the only way to make a guard's keep-alive fail on demand through the public API.
 /// Acquisitions and releases always reach the store, so what it holds is real.
+#[derive(Debug)]
 struct Faulty {
     inner: Arc<dyn Store>,
     fault: std::sync::Mutex<RefreshFault>,

@@ -25,7 +25,7 @@ fn lease_deadline_counts_from_start() {
 /// A backend whose refresh lands at once but is acknowledged slowly, and which only
 /// releases a lease whose last refresh it acknowledged (as a backend conditioning the
 /// release on the version its refresh wrote does).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct SlowAck {
     /// Refreshes applied by the "server" / acknowledged to the client.
     applied: std::sync::atomic::AtomicU32,
@@ -85,6 +85,7 @@ async fn release_waits_for_a_refresh_under_way() {
 
 /// A backend whose acquisitions fail `failures` times with `error` before they
 /// succeed, and whose refreshes never answer.
+#[derive(Debug)]
 struct Flaky {
     failures: std::sync::atomic::AtomicU32,
     retryable: bool,

@@ -169,6 +169,10 @@ impl CertManager {
                     self.emit(event);
                     return Ok(());
                 }
+                // Storing the issuance key was refused: the lease is gone.
+                Err(IssueError::Storage(Error::LockLost { .. })) => {
+                    return Err(self.abandon(name, "storing the issuance key"));
+                }
                 Err(err) => {
                     tracing::warn!(name, issuer = %issuer_id, error = %err, "issuer failed");
                     self.emit(Event::Failed {
