@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use azure_core::error::ErrorKind;
 use cert_core::Error;
+use cert_core::backoff::Backoff;
 
 use crate::sas::redact;
 
@@ -193,16 +194,8 @@ impl RetryConfig {
 
     /// The longest time an operation can take before it fails with `Unavailable`.
     pub fn bound(&self) -> Duration {
-        let mut total = Duration::ZERO;
-        let mut pause = self.first_backoff;
-        for attempt in 0..self.attempts.max(1) {
-            total += self.request_timeout;
-            if attempt + 1 < self.attempts {
-                total += pause.min(self.max_backoff);
-                pause = pause.saturating_mul(2);
-            }
-        }
-        total
+        let backoff = Backoff::new(self.first_backoff, self.max_backoff, self.attempts);
+        self.request_timeout.saturating_mul(backoff.attempts) + backoff.total_pause()
     }
 
     /// Runs `request` until it succeeds, fails for good, or the attempts run out; a
@@ -212,9 +205,8 @@ impl RetryConfig {
         F: FnMut() -> Fut,
         Fut: Future<Output = azure_core::Result<T>>,
     {
-        let mut pause = self.first_backoff;
-        let attempts = self.attempts.max(1);
-        let mut attempt = 1;
+        let mut attempts =
+            Backoff::new(self.first_backoff, self.max_backoff, self.attempts).attempts();
         loop {
             let (transient, failure) =
                 match tokio::time::timeout(self.request_timeout, request()).await {
@@ -234,7 +226,8 @@ impl RetryConfig {
             if !transient {
                 return Err(failure);
             }
-            if attempt >= attempts {
+            let attempt = attempts.attempt();
+            let Some(pause) = attempts.next_pause() else {
                 let err = match failure {
                     Failure::Status { error, .. } => Error::unavailable(BACKEND, error),
                     Failure::Mapped(Error::Unavailable { source, .. }) => Error::Unavailable {
@@ -244,12 +237,9 @@ impl RetryConfig {
                     Failure::Mapped(other) => other,
                 };
                 return Err(Failure::Mapped(err));
-            }
+            };
             tracing::debug!(what, attempt, "transient azure failure; retrying");
-            let jitter = 0.75 + fastrand::f64() * 0.5;
-            tokio::time::sleep(pause.min(self.max_backoff).mul_f64(jitter)).await;
-            pause = pause.saturating_mul(2);
-            attempt += 1;
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backoff;
 mod cache;
 pub mod certificate;
 pub mod challenge;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use cert_core::backoff::Backoff;
 use cert_core::{BoxError, Error};
 
 pub(crate) const BACKEND: &str = "s3";
@@ -207,20 +208,22 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let mut pause = self.initial_backoff;
-        let mut attempt = 1;
+        let mut attempts =
+            Backoff::new(self.initial_backoff, self.max_backoff, self.max_attempts).attempts();
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
                 Err(mut failure) => {
+                    let attempt = attempts.attempt();
                     failure.retried = attempt > 1;
-                    if failure.kind != Kind::Transient || attempt >= self.max_attempts {
+                    if failure.kind != Kind::Transient {
                         return Err(failure);
                     }
+                    let Some(pause) = attempts.next_pause() else {
+                        return Err(failure);
+                    };
                     tracing::debug!(attempt, error = %failure.source, "s3 request failed; retrying");
-                    tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
-                    pause = (pause * 2).min(self.max_backoff);
-                    attempt += 1;
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

@@ -38,8 +38,7 @@ impl RetryPolicy {
     /// The pause after `failures` consecutive failures (1 or more): doubling from
     /// `initial`, capped at `max`.
     pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(30);
-        self.initial.saturating_mul(1u32 << doublings).min(self.max)
+        crate::backoff::Backoff::new(self.initial, self.max, 1).pause(failures)
     }
 }
 

@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::backoff::{Attempts, Backoff};
 use crate::certificate::system_to_unix;
 use crate::challenge::ChallengeType;
 
@@ -138,8 +139,7 @@ pub(super) fn is_transient(err: &instant_acme::Error) -> bool {
 
 /// The tries of one step.
 pub(super) struct Retry {
-    attempt: u32,
-    pause: Duration,
+    attempts: Attempts,
     deadline: Instant,
 }
 
@@ -147,8 +147,7 @@ impl Retry {
     /// Tries ending at `deadline` at the latest.
     pub(super) fn until(deadline: Instant) -> Self {
         Retry {
-            attempt: 1,
-            pause: FIRST_PAUSE,
+            attempts: Backoff::new(FIRST_PAUSE, MAX_PAUSE, STEP_ATTEMPTS).attempts(),
             deadline,
         }
     }
@@ -161,18 +160,19 @@ impl Retry {
         err: &instant_acme::Error,
         progress: &mut Progress,
     ) -> bool {
-        if !is_transient(err) || self.attempt >= STEP_ATTEMPTS {
+        if !is_transient(err) {
             return false;
         }
-        let pause = self.pause.mul_f64(0.5 + fastrand::f64() * 0.5);
+        let attempt = self.attempts.attempt();
+        let Some(pause) = self.attempts.next_pause() else {
+            return false;
+        };
         if Instant::now() + pause >= self.deadline {
             return false;
         }
         progress.retries += 1;
-        log_retry(progress, err, self.attempt, pause);
+        log_retry(progress, err, attempt, pause);
         tokio::time::sleep(pause).await;
-        self.attempt += 1;
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
         true
     }
 }
