@@ -267,6 +267,7 @@ impl CertManager {
         let storage = self.inner.storage.as_ref();
         let pending = keys::pending_key(&issuer.id(), name);
         if let Some(bytes) = storage.load_opt(&pending).await? {
+            let bytes = Zeroizing::new(bytes);
             let pem = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
             let reusable = replaced_key.is_none_or(|used| used != pem.as_str());
             match rcgen::KeyPair::from_pem(&pem) {
