@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cert_core::challenge::{ChallengeType, Challenges, Http01Handler};
 use cert_core::record::{CertificateId, load_certificate};
-use cert_core::{CertManager, Event, Storage, Store};
+use cert_core::{Event, Storage, Store};
 use pebble::*;
 use tokio::net::TcpListener;
 
@@ -86,21 +86,14 @@ async fn validation_slower_than_half_the_deadline_succeeds() {
     };
     let log = Arc::new(Recorder::default());
     let storage: Arc<dyn Store> = log.clone();
-    let challenges = Challenges::new(Arc::clone(&storage));
     let config = acme_config(&pebble, &[ChallengeType::Http01])
         .with_order_timeout(Duration::from_millis(7500))
         .with_retries(1, Duration::from_millis(100));
-    let issuer = Arc::new(cert_core::AcmeIssuer::new(
-        Arc::clone(&storage),
-        Arc::clone(&challenges),
-        config,
-    ));
-    let manager = CertManager::new(
-        Arc::clone(&storage),
-        Arc::new(cert_core::Cache::new(10)),
-        vec![issuer as Arc<dyn cert_core::Issuer>],
-        manager_config(),
-    );
+    let Node {
+        manager,
+        challenges,
+        ..
+    } = node_with(&storage, &pebble, config);
     serve_http_slowly(
         bind(pebble.http_port).await,
         Arc::clone(&challenges),

@@ -7,10 +7,8 @@ mod pebble;
 
 use std::sync::Arc;
 
-use cert_core::challenge::{ChallengeType, Challenges};
-use cert_core::{
-    AcmeIssuer, Cache, CertManager, Event, Issuer, MemoryStorage, Store, server_config,
-};
+use cert_core::challenge::ChallengeType;
+use cert_core::{Cache, Event, Issuer, MemoryStorage, Store, server_config};
 use pebble::*;
 
 /// RFC 3339 for a unix time (UTC).
@@ -208,24 +206,17 @@ async fn renewal_info_window_drives_renewal() {
     let now = now_unix();
     let future = (now + 10_000, now + 20_000);
     let ari = AriServer::start(&pebble, future).await;
-    let make = |storage: &Arc<dyn Store>| {
-        let challenges = Challenges::new(Arc::clone(storage));
+    // A node whose issuer reaches Pebble through the renewal-info endpoint on `port`.
+    let at = |port: u16| {
         let mut config = acme_config(&pebble, &[ChallengeType::Http01]);
-        config.directory_url = format!("https://localhost:{}/dir", ari.port);
-        let issuer = Arc::new(AcmeIssuer::new(
-            Arc::clone(storage),
-            Arc::clone(&challenges),
-            config,
-        ));
-        let manager = CertManager::new(
-            Arc::clone(storage),
-            Arc::new(Cache::new(100)),
-            vec![issuer as Arc<dyn Issuer>],
-            manager_config(),
-        );
-        (manager, challenges)
+        config.directory_url = format!("https://localhost:{port}/dir");
+        node_with(&storage, &pebble, config)
     };
-    let (a, a_challenges) = make(&storage);
+    let Node {
+        manager: a,
+        challenges: a_challenges,
+        ..
+    } = at(ari.port);
     let _http = serve_http(bind(pebble.http_port).await, vec![a_challenges]);
     let name = "ari.example.com";
     a.manage([name]).await.unwrap();
@@ -242,7 +233,7 @@ async fn renewal_info_window_drives_renewal() {
     assert_eq!(ari.hits().len(), 1);
 
     // A second node loads the certificate and uses the stored window: no second fetch.
-    let (b, _) = make(&storage);
+    let b = at(ari.port).manager;
     let mut rx = b.subscribe();
     b.manage([name]).await.unwrap();
     assert!((future.0..=future.1).contains(&unix(b.renewal_moment(name).unwrap())));
@@ -254,24 +245,7 @@ async fn renewal_info_window_drives_renewal() {
     // so another issuer area of the same storage; the HTTP-01 server answers from it.)
     let past = (now - 120, now - 60);
     let ari2 = AriServer::start(&pebble, past).await;
-    let make2 = |storage: &Arc<dyn Store>| {
-        let challenges = Challenges::new(Arc::clone(storage));
-        let mut config = acme_config(&pebble, &[ChallengeType::Http01]);
-        config.directory_url = format!("https://localhost:{}/dir", ari2.port);
-        let issuer = Arc::new(AcmeIssuer::new(
-            Arc::clone(storage),
-            Arc::clone(&challenges),
-            config,
-        ));
-        let manager = CertManager::new(
-            Arc::clone(storage),
-            Arc::new(Cache::new(100)),
-            vec![issuer as Arc<dyn Issuer>],
-            manager_config(),
-        );
-        (manager, challenges)
-    };
-    let (c, _) = make2(&storage);
+    let c = at(ari2.port).manager;
     let mut rx = c.subscribe();
     c.manage([name]).await.unwrap();
     assert_eq!(count_obtained(&mut rx), 1);
@@ -320,14 +294,7 @@ async fn renewal_orders_name_the_certificate_they_replace() {
     cert_core::record::save_certificate(storage.as_ref(), name, &moved, None)
         .await
         .unwrap();
-    let challenges = Challenges::new(Arc::clone(&storage));
-    let issuer = Arc::new(AcmeIssuer::new(Arc::clone(&storage), challenges, config));
-    let second = CertManager::new(
-        Arc::clone(&storage),
-        Arc::new(Cache::new(10)),
-        vec![issuer as Arc<dyn Issuer>],
-        manager_config(),
-    );
+    let second = node_with(&storage, &pebble, config).manager;
     second.manage([name]).await.unwrap();
     second.renew_due().await;
 

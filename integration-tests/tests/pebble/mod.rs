@@ -329,14 +329,15 @@ pub struct Node {
 }
 
 pub fn node(storage: &Arc<dyn Store>, pebble: &Pebble, types: &[ChallengeType]) -> Node {
+    node_with(storage, pebble, acme_config(pebble, types))
+}
+
+/// One node whose ACME issuer has `config` (DNS-01 through Pebble's test DNS server).
+pub fn node_with(storage: &Arc<dyn Store>, pebble: &Pebble, config: AcmeConfig) -> Node {
     let challenges = Challenges::new(Arc::clone(storage));
     let issuer = Arc::new(
-        AcmeIssuer::new(
-            Arc::clone(storage),
-            Arc::clone(&challenges),
-            acme_config(pebble, types),
-        )
-        .with_dns_provider(pebble.dns()),
+        AcmeIssuer::new(Arc::clone(storage), Arc::clone(&challenges), config)
+            .with_dns_provider(pebble.dns()),
     );
     let manager = CertManager::new(
         Arc::clone(storage),
