@@ -22,6 +22,7 @@ async fn single_type(ty: ChallengeType, name: &str) {
     let Some(pebble) = Pebble::start().await else {
         return;
     };
+    pebble::metrics::recorded(); // from here on
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
     let n = node(&storage, &pebble, &[ty]);
     let _http = serve_http(
@@ -64,6 +65,20 @@ async fn single_type(ty: ChallengeType, name: &str) {
         "{acme:?}"
     );
     assert_eq!(acme.len(), 2, "{acme:?}");
+    // The metrics saw the order, its challenge and the CA's answers.
+    let seen = pebble::metrics::recorded();
+    let orders = cert_core::metrics::names::ACME_ORDERS;
+    assert_eq!(seen.counter(orders, &[("outcome", "valid")]), 1);
+    let challenges = cert_core::metrics::names::ACME_CHALLENGES;
+    let valid = [("type", ty.as_str()), ("outcome", "valid")];
+    assert!(seen.counter(challenges, &valid) >= 1);
+    let answered = cert_core::metrics::names::ACME_REQUEST_DURATION;
+    assert!(seen.samples(answered, &[("status", "2xx")]).len() >= 5);
+    let obtained = cert_core::metrics::names::CERTIFICATES_OBTAINED;
+    assert_eq!(
+        seen.counter(obtained, &[("issuer", &n.manager.issuer_ids()[0])]),
+        1
+    );
     // Revocation of the managed certificate; revoking it twice is refused for good.
     n.issuer.revoke_managed(name, Some(4)).await.unwrap();
     let again = n.issuer.revoke_managed(name, Some(4)).await.unwrap_err();

@@ -178,10 +178,12 @@ impl Cache {
             );
             self.len.fetch_add(1, Ordering::Relaxed);
         }
+        crate::metrics::cache_entries(1.0);
         while self.len.load(Ordering::Relaxed) > self.capacity {
             if !self.evict_one((hash >> 32) as usize, hash) {
                 break;
             }
+            crate::metrics::cache_eviction();
         }
         None
     }
@@ -247,6 +249,7 @@ impl Cache {
             .map(|entry| entry.remove().0.cert);
         if removed.is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
+            crate::metrics::cache_entries(-1.0);
         }
         removed
     }
@@ -289,7 +292,13 @@ impl Cache {
                 .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),
         );
         let result = {
-            let _turn = gate.lock().await;
+            let _turn = match gate.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => {
+                    crate::metrics::single_flight_wait();
+                    gate.lock().await
+                }
+            };
             match self.get(&name) {
                 Some(cert) => Ok(cert),
                 None => init().await.inspect(|cert| {

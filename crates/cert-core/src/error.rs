@@ -171,6 +171,22 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
+
+    /// The variant as a short lower-case word (`not_found`, `unavailable`, `lock_lost`,
+    /// ...): a label value for metrics and logs that carries no key or message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::TooLarge { .. } => "too_large",
+            Error::Conflict { .. } => "conflict",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Corrupt { .. } => "corrupt",
+            Error::LockLost { .. } => "lock_lost",
+            Error::LockTimeout { .. } => "lock_timeout",
+            Error::Backend { .. } => "backend",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +200,8 @@ mod tests {
         assert!(!Error::backend("redis", io()).is_retryable());
         assert!(!Error::not_found("a").is_retryable());
         assert!(Error::not_found("a").is_not_found());
+        assert_eq!(Error::unavailable("redis", io()).kind(), "unavailable");
+        assert_eq!(Error::LockLost { name: "a".into() }.kind(), "lock_lost");
     }
 
     #[test]

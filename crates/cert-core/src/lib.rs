@@ -7,6 +7,8 @@
 //!   keeps it alive.
 //! - [`Cache`]: the in-memory map the TLS handshake reads certificates from.
 //! - [`MemoryStorage`]: both traits in memory, for tests and one process.
+//! - [`metrics`]: numbers for dashboards and alerts through the `metrics` facade, and
+//!   [`Metered`](metrics::Metered), the storage wrapper that times every operation.
 //! - `listener` (cargo feature `listener`; `axum` adds `axum::serve` support): a TLS
 //!   listener that completes handshakes concurrently, with a deadline.
 //!
@@ -43,6 +45,7 @@ mod lock;
 mod lock_admin;
 pub mod manager;
 mod memory;
+pub mod metrics;
 pub mod record;
 mod refusals;
 pub mod resolver;

@@ -122,7 +122,10 @@ pub async fn lock(locker: Arc<dyn Locker>, name: &str, options: &LockOptions) ->
         // waited out like a held lock; only a failure that retrying cannot cure ends the
         // wait early. The last transient error is kept to explain a timeout.
         let failure = match attempt(&locker, name, options.ttl).await {
-            Ok(Some(lease)) => return Ok(LockGuard::start(locker, lease)),
+            Ok(Some(lease)) => {
+                crate::metrics::lock_taken(started.elapsed());
+                return Ok(LockGuard::start(locker, lease));
+            }
             Ok(None) => None,
             Err(err) if err.is_retryable() => {
                 tracing::debug!(lock = name, error = %err, "lock attempt failed; retrying");
@@ -272,6 +275,16 @@ struct Shared {
     /// Set to stop the keep-alive: it ends at its next pause, after finishing any refresh
     /// under way, so the lease it leaves is the one the backend last granted.
     stop: watch::Sender<bool>,
+    /// When the lock was taken, for the hold time recorded at its release.
+    taken: Instant,
+}
+
+impl Shared {
+    fn mark_lost(&self) {
+        if !self.lost.send_replace(true) {
+            crate::metrics::lease_lost();
+        }
+    }
 }
 
 /// A held lock. A background task refreshes the lease every third of its time to live;
@@ -303,6 +316,7 @@ impl LockGuard {
             lease: Mutex::new(lease),
             lost,
             stop,
+            taken: Instant::now(),
         });
         let keepalive = tokio::spawn(keep_alive(Arc::clone(&locker), Arc::clone(&shared)));
         LockGuard {
@@ -347,6 +361,7 @@ impl LockGuard {
         self.keepalive = None;
         let lease = self.lease();
         let result = self.locker.release(&lease).await;
+        crate::metrics::lock_ended(self.shared.taken.elapsed());
         LocalWaiters::wake(lease.name());
         result
     }
@@ -366,6 +381,7 @@ impl Drop for LockGuard {
                     let _ = task.await;
                     let lease = shared.lease.lock().clone();
                     let _ = locker.release(&lease).await;
+                    crate::metrics::lock_ended(shared.taken.elapsed());
                     LocalWaiters::wake(lease.name());
                 });
             }
@@ -395,7 +411,7 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
         loop {
             let current = shared.lease.lock().clone();
             if current.is_expired() {
-                shared.lost.send_replace(true);
+                shared.mark_lost();
                 return;
             }
             // A refresh answered after the deadline is worthless: another node may already
@@ -405,7 +421,7 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
             let refreshed =
                 tokio::time::timeout(current.remaining(), locker.refresh(&current, ttl)).await;
             let Ok(refreshed) = refreshed else {
-                shared.lost.send_replace(true);
+                shared.mark_lost();
                 tracing::warn!(
                     lock = current.name(),
                     "lock refresh still unanswered at the lease deadline; lease lost"
@@ -418,7 +434,7 @@ async fn keep_alive(locker: Arc<dyn Locker>, shared: Arc<Shared>) {
                     break;
                 }
                 Err(Error::LockLost { .. }) => {
-                    shared.lost.send_replace(true);
+                    shared.mark_lost();
                     tracing::warn!(lock = current.name(), "lock lease lost");
                     return;
                 }

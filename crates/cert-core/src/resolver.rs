@@ -135,6 +135,7 @@ impl CertResolver {
     /// budget).
     fn serve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let found = self.lookup(server_name);
+        crate::metrics::cache_lookup(found.is_some());
         if found.is_none() {
             self.refusals.refused(server_name, &NOTHING_TO_SERVE);
         }

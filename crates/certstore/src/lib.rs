@@ -36,7 +36,10 @@
 //!   `RedisStorage` (`redis`), `SqlStorage` (`postgres`, `mysql`, `sqlite`), `S3Storage`
 //!   (`s3`), `AzureStorage` (`azure`), and `Encrypted<S>` (`encrypted`), with their crates
 //!   re-exported (`certstore::cert_redis`, ...);
-//! - `TlsListener` (feature `listener`; `axum` makes it an `axum::serve` listener).
+//! - `TlsListener` (feature `listener`; `axum` makes it an `axum::serve` listener);
+//! - metrics: every storage [`open`] returns is timed and counted, and the engine records
+//!   its own numbers through the `metrics` facade ([`cert_core::metrics`]); `prometheus`
+//!   (feature `prometheus`) serves them in Prometheus text format.
 //!
 //! Every feature is on by default, including `cli`, the `certstore` command (this crate's
 //! binary: serving a demo, listing, exporting and importing certificates, migrating
@@ -50,6 +53,8 @@ mod drill;
 pub mod inventory;
 pub mod migrate;
 mod open;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod redact;
 mod url;
 

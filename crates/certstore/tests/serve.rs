@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{command, fetch, path, serve};
+use common::{command, fetch, http_get, path, series, serve, serve_with};
 
 #[tokio::test]
 async fn two_servers_share_one_certificate() {
@@ -35,6 +35,41 @@ async fn two_servers_share_one_certificate() {
         .unwrap()
         .count();
     assert_eq!(issued, 1, "one certificate directory: localhost");
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_served_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("store");
+    let server = serve_with(&path(&storage), &[], &["--metrics", "127.0.0.1:0"]);
+    let metrics = server
+        .metrics
+        .expect("the server printed its metrics address");
+    let root_pem = std::fs::read_to_string(&server.root).unwrap();
+    let (page, _) = fetch(server.port, "localhost", &root_pem).await;
+    assert!(page.contains("Hello from certstore"), "{page}");
+
+    assert_eq!(
+        http_get(metrics, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    let (status, text) = http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    let issued = series(
+        &text,
+        "certstore_certificates_obtained_total",
+        &[("issuer", "local")],
+    );
+    assert_eq!(issued, Some(1.0), "{text}");
+    assert_eq!(series(&text, "certstore_managed_names", &[]), Some(1.0));
+    assert_eq!(series(&text, "certstore_cache_hits_total", &[]), Some(1.0));
+    let stores = [("backend", "file"), ("operation", "store_fenced")];
+    let timed = "certstore_storage_operation_duration_seconds_count";
+    assert!(series(&text, timed, &stores).unwrap() >= 1.0, "{text}");
+    assert!(
+        text.contains("# HELP certstore_lock_wait_seconds"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! Pebble's validations round robin across the nodes.
 #![allow(dead_code)]
 
+pub mod metrics;
 mod recorder;
 
 #[allow(unused_imports)]

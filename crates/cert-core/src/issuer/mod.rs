@@ -67,6 +67,16 @@ pub enum IssueError {
 }
 
 impl IssueError {
+    /// The variant as a short lower-case word (`rejected`, `temporary`, `storage`): a
+    /// label value for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IssueError::Rejected { .. } => "rejected",
+            IssueError::Temporary { .. } => "temporary",
+            IssueError::Storage(_) => "storage",
+        }
+    }
+
     /// A temporary failure with no requested delay.
     pub fn temporary(source: impl Into<crate::BoxError>) -> Self {
         IssueError::Temporary {

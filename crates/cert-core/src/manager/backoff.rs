@@ -143,6 +143,10 @@ impl CertManager {
         if drop_name {
             self.drop_on_demand(name, retry_in.unwrap_or_default());
         }
+        // An issuer's failure was counted with its issuer as it happened.
+        if !matches!(err, ManageError::Issue { .. }) {
+            crate::metrics::certificate_failed(issuer.as_deref().unwrap_or("none"), err.kind());
+        }
         self.emit(Event::Failed {
             name: name.to_owned(),
             issuer,

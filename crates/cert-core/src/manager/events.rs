@@ -123,6 +123,21 @@ pub enum ManageError {
     },
 }
 
+impl ManageError {
+    /// The variant as a short lower-case word (`storage`, `issuer`, `no_issuer`,
+    /// `invalid_name`, `backing_off`, `lease_lost`): a label value for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ManageError::Storage(_) => "storage",
+            ManageError::Issue { .. } => "issuer",
+            ManageError::NoIssuer => "no_issuer",
+            ManageError::InvalidName(_) => "invalid_name",
+            ManageError::BackingOff { .. } => "backing_off",
+            ManageError::LeaseLost { .. } => "lease_lost",
+        }
+    }
+}
+
 /// The names [`CertManager::manage`](super::CertManager::manage) could not bring into
 /// service, each with its cause, in the order they failed.
 ///

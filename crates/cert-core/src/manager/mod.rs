@@ -197,6 +197,20 @@ impl CertManager {
         let _ = self.inner.events.send(event);
     }
 
+    /// Sets the gauges of managed names and of the earliest expiry (one pass over the
+    /// names: called after `manage`, every renewal pass and `unmanage`, not per name).
+    fn update_gauges(&self) {
+        let names = self.inner.names.lock();
+        crate::metrics::managed_names(names.len());
+        let earliest = names
+            .values()
+            .filter_map(|state| state.served.as_ref())
+            .map(|served| served.meta.not_after)
+            .min();
+        drop(names);
+        crate::metrics::earliest_expiry(earliest.map(crate::certificate::unix_to_system));
+    }
+
     /// Puts `names` under management: each is loaded from storage or obtained, then kept
     /// renewed by the task [`start`](CertManager::start) runs. Every name is attempted and
     /// the failures are returned together, as one [`ManageFailures`] error naming each
@@ -240,6 +254,7 @@ impl CertManager {
                 None => break,
             }
         }
+        self.update_gauges();
         if failures.is_empty() {
             Ok(())
         } else {
@@ -265,6 +280,7 @@ impl CertManager {
                 self.emit(Event::Evicted { name });
             }
         }
+        self.update_gauges();
     }
 
     /// Adds a certificate obtained elsewhere (PEM chain and key) to the cache under every

@@ -155,6 +155,7 @@ impl CertManager {
                     if shared {
                         self.clear_backoff(name, &lease).await;
                     }
+                    crate::metrics::certificate_stored(&issuer_id, renewing);
                     let event = if renewing {
                         Event::Renewed {
                             name: name.to_owned(),
@@ -175,6 +176,7 @@ impl CertManager {
                 }
                 Err(err) => {
                     tracing::warn!(name, issuer = %issuer_id, error = %err, "issuer failed");
+                    crate::metrics::certificate_failed(&issuer_id, err.kind());
                     self.emit(Event::Failed {
                         name: name.to_owned(),
                         issuer: Some(issuer_id),

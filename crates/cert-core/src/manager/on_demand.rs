@@ -292,6 +292,7 @@ impl CertManager {
         let decision = match on_demand.start_decision(&name) {
             Start::Decide(decision) => decision,
             Start::Denied => {
+                crate::metrics::on_demand("denied");
                 refusals.refused(
                     Some(name.as_str()),
                     &"the on-demand policy denied it recently",
@@ -299,6 +300,7 @@ impl CertManager {
                 return;
             }
             Start::Busy => {
+                crate::metrics::on_demand("busy");
                 refusals.refused(
                     Some(name.as_str()),
                     &"too many on-demand decisions in flight",
@@ -307,11 +309,13 @@ impl CertManager {
             }
         };
         if !decision.await {
+            crate::metrics::on_demand("denied");
             refusals.refused(Some(name.as_str()), &"the on-demand policy denied it");
             return;
         }
         let work = self.inner.cache.get_or_try_insert_with(&name, || async {
             if !on_demand.take_rate_slot() {
+                crate::metrics::on_demand("rate_limited");
                 return Err(ManageError::Issue {
                     name: name.clone(),
                     last: IssueError::temporary(std::io::Error::other(
@@ -319,6 +323,7 @@ impl CertManager {
                     )),
                 });
             }
+            crate::metrics::on_demand("allowed");
             self.manage_one(&name, true).await?;
             self.inner
                 .cache
@@ -326,7 +331,7 @@ impl CertManager {
                 .ok_or_else(|| ManageError::InvalidName(name.clone()))
         });
         match tokio::time::timeout(on_demand.config.handshake_timeout, work).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => self.update_gauges(),
             Ok(Err(err)) => refusals.failed(&name, &err),
             Err(_) => refusals.failed(&name, &"it took longer than the handshake timeout"),
         }
@@ -342,6 +347,7 @@ impl CertManager {
         on_demand.dropped.lock().insert(name, now + pause, now);
         let removed = self.inner.names.lock().remove(name).is_some();
         if removed {
+            self.update_gauges();
             tracing::warn!(name, "on-demand name dropped after repeated failures");
             self.emit(Event::Evicted {
                 name: name.to_owned(),

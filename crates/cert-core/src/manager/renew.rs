@@ -62,6 +62,7 @@ impl CertManager {
                 }
             })
             .await;
+        self.update_gauges();
     }
 
     /// Unmanages on-demand names whose last handshake is older than `forget_after`.

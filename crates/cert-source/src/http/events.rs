@@ -2,6 +2,8 @@
 
 use std::time::SystemTime;
 
+use cert_core::metrics::names;
+
 use super::Inner;
 
 /// What an [`HttpSource`](super::HttpSource) reports to subscribers
@@ -63,7 +65,21 @@ pub enum SourceEvent {
 }
 
 impl Inner {
+    /// Sends `event` to subscribers and counts it in the metrics.
     pub(super) fn emit(&self, event: SourceEvent) {
+        let outcome = match &event {
+            SourceEvent::Fetched { .. } => Some("fetched"),
+            SourceEvent::Loaded { .. } => Some("warm"),
+            SourceEvent::NotFound { .. } => {
+                metrics::counter!(names::SOURCE_NEGATIVE_ENTRIES).increment(1);
+                Some("not_found")
+            }
+            SourceEvent::Failed { .. } => Some("failed"),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            metrics::counter!(names::SOURCE_FETCHES, "outcome" => outcome).increment(1);
+        }
         let _ = self.events.send(event);
     }
 }

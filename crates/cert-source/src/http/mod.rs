@@ -171,11 +171,14 @@ impl HttpSource {
     /// I/O: this is what the handshake calls.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = normalize_name(server_name)?;
-        match self.inner.state(&name, SystemTime::now()) {
-            State::Fresh(cert) => cert,
-            State::Stale { cert, .. } => Some(cert),
-            State::Missing => None,
-        }
+        let (found, result) = match self.inner.state(&name, SystemTime::now()) {
+            State::Fresh(Some(cert)) => (Some(cert), "hit"),
+            State::Fresh(None) | State::Missing => (None, "miss"),
+            State::Stale { cert, .. } => (Some(cert), "stale"),
+        };
+        metrics::counter!(cert_core::metrics::names::SOURCE_LOOKUPS, "result" => result)
+            .increment(1);
+        found
     }
 
     /// The certificate for `server_name`: from memory when fresh, else from the warm copy

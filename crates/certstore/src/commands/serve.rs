@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// holding one.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     lock_ttl: Duration,
+    /// Serve metrics in Prometheus text format at http://ADDR/metrics, and a health check
+    /// at /healthz (200 once every name has a certificate, 503 before).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// How long `serve` waits for its certificates before it starts answering; the rest
@@ -137,6 +141,17 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
         |err: std::io::Error| CliError::usage(format!("cannot listen on {}: {err}", args.listen));
     let listener = TcpListener::bind(args.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
+    let metrics = match args.metrics {
+        Some(at) => {
+            let bound = TcpListener::bind(at)
+                .await
+                .map_err(|err| CliError::usage(format!("cannot listen on {at}: {err}")))?;
+            let handle = certstore::prometheus::install()
+                .map_err(|err| CliError::failed(format!("cannot record metrics: {err}")))?;
+            Some((bound, handle))
+        }
+        None => None,
+    };
 
     // Both stop signals are caught from the start, so that stopping the server at any
     // moment still runs the clean-up (the root copy is removed by its destructor).
@@ -225,6 +240,18 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
     };
     let host = args.domains.first().map_or("localhost", String::as_str);
     println!("listening on {addr}");
+    let mut exporter = None;
+    if let Some((bound, handle)) = metrics {
+        if let Ok(at) = bound.local_addr() {
+            println!("metrics: http://{at}/metrics");
+        }
+        let manager = manager.clone();
+        let names = args.domains.clone();
+        let healthy = move || names.iter().all(|name| manager.cache().get(name).is_some());
+        exporter = Some(tokio::spawn(certstore::prometheus::serve(
+            bound, handle, healthy,
+        )));
+    }
     println!("root CA certificate: {root_shown}");
     println!(
         "try: curl --cacert {root_shown} https://{host}:{}/",
@@ -248,6 +275,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> CliResult {
         }
     }
     println!("shutting down");
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     managing.abort();
     manager.stop();
     drop(root_copy);

@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cert_core::metrics::Metered;
 use cert_core::{LockAdmin, Store};
 
 use crate::url::{Backend, StorageUrl, UrlError};
@@ -80,7 +81,8 @@ impl OpenError {
 /// A storage opened from a URL.
 #[non_exhaustive]
 pub struct Opened {
-    /// The storage (and locker), ready for the engine or the tools.
+    /// The storage (and locker), ready for the engine or the tools. Its operations are
+    /// timed and counted ([`Metered`], labelled with the backend's name).
     pub store: Arc<dyn Store>,
     /// The URL, parsed.
     pub url: StorageUrl,
@@ -178,5 +180,7 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<Opened, OpenError>
         );
         opened.store = Arc::new(crate::drill::SlowWrites::new(opened.store, delay));
     }
+    // Timed and counted as the engine sees it (through the encryption, if any).
+    opened.store = Arc::new(Metered::new(opened.store, backend.name()));
     Ok(opened)
 }

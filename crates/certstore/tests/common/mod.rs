@@ -181,6 +181,8 @@ pub fn import(storage: &str, env: &[(&str, &str)], cert: &Path, key: &Path) {
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// The metrics endpoint's address, when `--metrics` was given.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Where the server wrote the internal CA's root certificate.
     pub root: String,
 }
@@ -195,23 +197,32 @@ impl Drop for Server {
 /// Starts `certstore serve` on a free port for `domains` (none: its default,
 /// `localhost`) and waits until it says it is ready.
 pub fn serve(storage: &str, domains: &[&str]) -> Server {
+    serve_with(storage, domains, &[])
+}
+
+/// [`serve`] with more arguments.
+pub fn serve_with(storage: &str, domains: &[&str], extra: &[&str]) -> Server {
     let mut cmd = command(&[]);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage", storage]);
     for domain in domains {
         cmd.args(["--domain", domain]);
     }
+    cmd.args(extra);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut port, mut root) = (None, None);
+    let (mut port, mut root, mut metrics) = (None, None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     for line in stdout.lines() {
         let line = line.unwrap();
         if let Some(addr) = line.strip_prefix("listening on ") {
             port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
+        }
+        if let Some(url) = line.strip_prefix("metrics: http://") {
+            metrics = Some(url.trim_end_matches("/metrics").parse().unwrap());
         }
         if let Some(path) = line.strip_prefix("root CA certificate: ") {
             root = Some(path.to_owned());
@@ -223,12 +234,13 @@ pub fn serve(storage: &str, domains: &[&str]) -> Server {
     Server {
         child,
         port: port.expect("the server printed its address"),
+        metrics,
         root: root.expect("the server printed the root path"),
     }
 }
 
-/// Fetches `/` over TLS for `name`, trusting only `root_pem`: the page and the leaf DER.
-pub async fn fetch(port: u16, name: &str, root_pem: &str) -> (String, Vec<u8>) {
+/// A TLS client configuration trusting only `root_pem`.
+pub fn client_config(root_pem: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = RootCertStore::empty();
     for cert in cert_core::certificate::parse_chain(root_pem).unwrap() {
         roots.add(cert).unwrap();
@@ -239,10 +251,16 @@ pub async fn fetch(port: u16, name: &str, root_pem: &str) -> (String, Vec<u8>) {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    Arc::new(client)
+}
+
+/// Fetches `/` over TLS for `name`, trusting only `root_pem`: the page and the leaf DER.
+pub async fn fetch(port: u16, name: &str, root_pem: &str) -> (String, Vec<u8>) {
+    let client = client_config(root_pem);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let mut tls = TlsConnector::from(Arc::new(client))
+    let mut tls = TlsConnector::from(client)
         .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
         .await
         .unwrap();
@@ -253,4 +271,50 @@ pub async fn fetch(port: u16, name: &str, root_pem: &str) -> (String, Vec<u8>) {
     tls.read_to_end(&mut response).await.unwrap();
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     (String::from_utf8(response).unwrap(), leaf)
+}
+
+/// `GET path` from the HTTP server at `addr`, with hyper's client: the status and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The value of the series `name` whose labels include every pair of `labels`, summed
+/// over the series that match, in a Prometheus text exposition; `None` when none does.
+pub fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let matches = labels.iter().all(|(k, v)| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        });
+        if matches {
+            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    total
 }

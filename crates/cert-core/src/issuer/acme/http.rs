@@ -113,7 +113,14 @@ impl instant_acme::HttpClient for AcmeHttp {
         let this = self.clone();
         let sent = self.client.request(req);
         Box::pin(async move {
-            let response = match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+            let started = std::time::Instant::now();
+            let answered = tokio::time::timeout(REQUEST_TIMEOUT, sent).await;
+            let status = match &answered {
+                Ok(Ok(response)) => Some(response.status().as_u16()),
+                _ => None,
+            };
+            crate::metrics::acme_request(status, started.elapsed());
+            let response = match answered {
                 Ok(Ok(response)) => response,
                 Ok(Err(err)) => return Err(instant_acme::Error::Other(Box::new(err))),
                 Err(_) => {

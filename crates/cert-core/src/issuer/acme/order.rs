@@ -65,6 +65,7 @@ impl AcmeIssuer {
                 .await
         }
         .await;
+        crate::metrics::acme_order(result.is_ok());
         result.map_err(|err| {
             let err = err.with_context(&progress);
             tracing::warn!(
@@ -211,6 +212,15 @@ impl AcmeIssuer {
                 .await;
             if result.is_ok() {
                 result = self.wait_ready(order, &used, progress, deadline).await;
+            }
+            match &result {
+                Ok(()) => used
+                    .iter()
+                    .for_each(|ty| crate::metrics::acme_challenge(ty.as_str(), true)),
+                Err(OrderError::Challenge(ty, _)) => {
+                    crate::metrics::acme_challenge(ty.as_str(), false);
+                }
+                Err(_) => {}
             }
             // Challenge data goes only once the CA is done with it: an authorization
             // still pending may be validating right now, and a resumed order uses it.
