@@ -12,7 +12,6 @@
 //! names another, for example `https://acme-v02.api.letsencrypt.org/directory`.
 #![allow(missing_docs)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,12 +21,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use cert_core::challenge::{ChallengeType, Challenges, Http01Handler};
 use cert_core::issuer::LETS_ENCRYPT_STAGING;
-use cert_core::tokio_rustls::server::TlsStream;
-use cert_core::{
-    AcmeConfig, AcmeIssuer, Cache, CertManager, Issuer, ManagerConfig, accept_lazy, server_config,
+use certstore::{
+    AcmeConfig, AcmeIssuer, Cache, CertManager, Issuer, ManagerConfig, TlsListener, server_config,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,7 +71,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = server_config(Arc::new(manager.resolver()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let app = Router::new().route("/", get(|| async { "hello over HTTPS\n" }));
-    let listener = TlsListener::bind("0.0.0.0:443".parse()?, Arc::new(config)).await?;
+    // Each handshake runs in a task of its own with a deadline: a slow client holds up no
+    // one.
+    let listener = TlsListener::bind("0.0.0.0:443", config).await?;
     println!(
         "serving https://{domain}/ from storage {}",
         opened.description
@@ -101,56 +100,4 @@ async fn to_https(headers: axum::http::HeaderMap, uri: Uri) -> Response {
     let host = host.split(':').next().unwrap_or(host);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     Redirect::permanent(&format!("https://{host}{path}")).into_response()
-}
-
-/// TLS connections for `axum::serve`: handshakes run in tasks of their own, so a slow
-/// client never holds up the others, and reach axum once complete.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    async fn bind(
-        addr: SocketAddr,
-        config: Arc<cert_core::rustls::ServerConfig>,
-    ) -> std::io::Result<TlsListener> {
-        let tcp = TcpListener::bind(addr).await?;
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(256);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, peer)) = tcp.accept().await else {
-                    continue;
-                };
-                let (tx, config) = (tx.clone(), Arc::clone(&config));
-                tokio::spawn(async move {
-                    let handshake = accept_lazy(stream, config, |_| async {});
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
-                    {
-                        let _ = tx.send((tls, peer)).await;
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accepting task ended: no more connections will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

@@ -13,11 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cert_core::{
-    Cache, CertManager, InternalIssuer, InternalIssuerConfig, ManagerConfig, OnDemandConfig,
-    accept_lazy, server_config,
+use certstore::{
+    Cache, CertManager, InternalIssuer, InternalIssuerConfig, ListenerOptions, ManagerConfig,
+    OnDemandConfig, TlsListener, server_config,
 };
-use tokio::io::AsyncWriteExt;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,12 +30,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         opened.store.clone(),
         InternalIssuerConfig::default(),
     ));
-    let manager = Arc::new(CertManager::new(
+    let manager = CertManager::new(
         opened.store,
         Arc::new(Cache::new(10_000)),
-        vec![ca],
+        vec![ca.clone()],
         ManagerConfig::default(),
-    ));
+    );
     // Only names below localhost, at most 10 new names a minute.
     manager.enable_on_demand(
         OnDemandConfig::default()
@@ -42,23 +43,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_rate_limit(10, Duration::from_secs(60)),
     );
     manager.start();
-    let config = Arc::new(server_config(Arc::new(manager.resolver()))?);
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    // The CA exists (and its root is in storage for clients) before the first handshake.
+    ca.root_pem().await?;
+    let mut config = server_config(Arc::new(manager.resolver()))?;
+    // The answer below is HTTP/1.1: offer only that.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Between the ClientHello and the choice of certificate, the name is loaded or
+    // obtained; the deadline leaves room for an issuance.
+    let options = ListenerOptions::default()
+        .with_handshake_timeout(Duration::from_secs(30))
+        .with_prepare(move |hello| {
+            let manager = manager.clone();
+            async move { manager.prepare_handshake(hello.server_name).await }
+        });
+    let mut incoming = TlsListener::bind_with(&listen, config, options)
+        .await?
+        .incoming();
     println!("listening on {listen}, storage {}", opened.description);
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        let (manager, config) = (Arc::clone(&manager), Arc::clone(&config));
+    while let Some(mut tls) = incoming.next().await {
         tokio::spawn(async move {
-            let prepare = |name| async move { manager.prepare_handshake(name).await };
-            if let Ok(mut tls) = accept_lazy(tcp, config, prepare).await {
-                let body = "hello from an on-demand certificate\n";
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            }
+            // Read the request (its first packet is enough here) before answering, so that
+            // closing does not reset a connection with unread data.
+            let mut request = [0u8; 4096];
+            let _ = tls.read(&mut request).await;
+            let body = "hello from an on-demand certificate\n";
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(response.as_bytes()).await;
+            let _ = tls.shutdown().await;
         });
     }
+    Ok(())
 }
