@@ -6,6 +6,7 @@
 mod pebble;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use cert_core::challenge::ChallengeType;
 use cert_core::{Cache, Event, Issuer, MemoryStorage, Store, server_config};
@@ -257,6 +258,50 @@ async fn renewal_info_window_drives_renewal() {
         "{events:?}"
     );
     assert_ne!(c.certificate_meta(name).unwrap().serial, first.serial);
+}
+
+/// Renewal passes take the window from memory until the CA's refresh time: a steady
+/// pass reads no renewal information from storage, however many names, and a second
+/// node reads it once, then no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_renewal_passes_read_no_renewal_information() {
+    let Some(pebble) = Pebble::start().await else {
+        return;
+    };
+    let recorder = Arc::new(Recorder::default());
+    let storage: Arc<dyn Store> = recorder.clone();
+    let now = now_unix();
+    let ari = AriServer::start(&pebble, (now + 10_000, now + 20_000)).await;
+    let at = || {
+        let mut config = acme_config(&pebble, &[ChallengeType::Http01]);
+        config.directory_url = format!("https://localhost:{}/dir", ari.port);
+        node_with(&storage, &pebble, config)
+    };
+    let a = at();
+    let _http = serve_http(bind(pebble.http_port).await, vec![a.challenges.clone()]);
+    let names = ["steady-1.example.com", "steady-2.example.com"];
+    a.manager.manage(names).await.unwrap();
+    assert_eq!(ari.hits().len(), 2, "one request per certificate");
+    let reads = || recorder.renewal_info_reads.load(Ordering::SeqCst);
+    let after_issuance = reads();
+    for _ in 0..3 {
+        a.manager.renew_due().await;
+    }
+    assert_eq!(reads(), after_issuance, "passes read nothing");
+
+    let b = at().manager;
+    b.manage(names).await.unwrap();
+    let after_load = reads();
+    assert!(after_load <= after_issuance + 2, "{after_load}");
+    for _ in 0..3 {
+        b.renew_due().await;
+    }
+    assert_eq!(reads(), after_load, "the second node's passes read nothing");
+    assert_eq!(
+        ari.hits().len(),
+        2,
+        "the windows are shared, never asked again"
+    );
 }
 
 /// A renewal order names the certificate it replaces (RFC 9773 `replaces`, the same

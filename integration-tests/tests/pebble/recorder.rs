@@ -13,6 +13,8 @@ use cert_core::{Error, KeyInfo, Lease, Locker, MemoryStorage, Storage, async_tra
 pub struct Recorder {
     inner: MemoryStorage,
     pub reads: AtomicUsize,
+    /// Reads of renewal information (`acme/<issuer>/renewal-info/...`).
+    pub renewal_info_reads: AtomicUsize,
     orders: std::sync::Mutex<BTreeSet<String>>,
     pub refuse_saves: AtomicUsize,
     pub refused: std::sync::Mutex<Vec<serde_json::Value>>,
@@ -47,6 +49,9 @@ impl Storage for Recorder {
     }
     async fn load(&self, key: &str) -> cert_core::Result<Vec<u8>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if key.contains("/renewal-info/") {
+            self.renewal_info_reads.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.load(key).await
     }
     async fn delete(&self, key: &str) -> cert_core::Result<()> {

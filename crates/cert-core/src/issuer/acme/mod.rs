@@ -37,6 +37,9 @@ pub struct AcmeIssuer {
     dns: Option<Arc<dyn DnsProvider>>,
     account: tokio::sync::Mutex<Option<Account>>,
     http: std::sync::OnceLock<http::AcmeHttp>,
+    /// Renewal windows known to be current, so a renewal pass reads storage only for
+    /// those due for a refresh.
+    windows: ari::Windows,
 }
 
 impl fmt::Debug for AcmeIssuer {
@@ -64,6 +67,7 @@ impl AcmeIssuer {
             dns: None,
             account: tokio::sync::Mutex::new(None),
             http: std::sync::OnceLock::new(),
+            windows: ari::Windows::default(),
         }
     }
 
