@@ -339,7 +339,12 @@ impl CertManager {
         })
     }
 
-    fn install(&self, name: &str, stored: &StoredCertificate, certified: Arc<CertifiedKey>) {
+    pub(super) fn install(
+        &self,
+        name: &str,
+        stored: &StoredCertificate,
+        certified: Arc<CertifiedKey>,
+    ) {
         self.inner.cache.insert(name, certified);
         let lifetime = stored.meta.lifetime();
         let jitter = lifetime.mul_f64(0.02 * fastrand::f64());
@@ -369,7 +374,7 @@ impl CertManager {
 
     /// Whether a stored certificate is due: inside its issuer's suggested window when the
     /// issuer offers one, else past the lifetime ratio.
-    async fn due(&self, stored: &StoredCertificate) -> bool {
+    pub(super) async fn due(&self, stored: &StoredCertificate) -> bool {
         match self.issuer_window(&stored.meta, &stored.chain_pem).await {
             Some((start, _)) => SystemTime::now() >= start,
             None => SystemTime::now() >= stored.meta.renew_at(self.inner.config.renew_ratio),
@@ -378,7 +383,7 @@ impl CertManager {
 
     /// Moves this node's renewal moment to a random point of the issuer's suggested
     /// window, when it offers one.
-    async fn apply_window(&self, name: &str, stored: &StoredCertificate) {
+    pub(super) async fn apply_window(&self, name: &str, stored: &StoredCertificate) {
         let Some((start, end)) = self.issuer_window(&stored.meta, &stored.chain_pem).await else {
             return;
         };

@@ -57,12 +57,38 @@ impl CertManager {
             .collect();
         futures::stream::iter(due)
             .for_each_concurrent(self.inner.config.concurrency.max(1), |name| async move {
+                if self.adopt_stored(&name).await {
+                    return;
+                }
                 if let Err(err) = self.obtain(&name).await {
                     self.record_failure(&name, None, &err).await;
                 }
             })
             .await;
         self.update_gauges();
+    }
+
+    /// Before any lock: when storage already holds a newer certificate for `name` that is
+    /// not due (another node renewed or obtained it), serves it and returns true. So
+    /// learning of another node's renewal costs one read, not a lock and a reload under
+    /// it; anything else (nothing newer, a read failing) is left to
+    /// [`obtain`](CertManager::obtain), which checks again under the lock.
+    async fn adopt_stored(&self, name: &str) -> bool {
+        let served = self.certificate_meta(name).map(|meta| meta.serial);
+        let Ok(super::obtain::Found::Valid(loaded)) = self.load_stored(name).await else {
+            return false;
+        };
+        if served.as_deref() == Some(loaded.stored.meta.serial.as_str())
+            || self.due(&loaded.stored).await
+        {
+            return false;
+        }
+        self.install(name, &loaded.stored, Arc::clone(&loaded.certified));
+        self.apply_window(name, &loaded.stored).await;
+        self.emit(super::Event::Loaded {
+            name: name.to_owned(),
+        });
+        true
     }
 
     /// Unmanages on-demand names whose last handshake is older than `forget_after`.

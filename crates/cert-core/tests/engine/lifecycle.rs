@@ -91,6 +91,54 @@ async fn renews_inside_the_window_and_another_node_picks_it_up() {
     }));
 }
 
+/// A node learning of another node's renewal pays one storage read: no lock, no reload
+/// under it, no issuance. (The runtime has one thread, so a recorder local to it sees
+/// every storage operation the second node makes through its `Metered` storage.)
+#[tokio::test]
+async fn another_nodes_renewal_costs_one_read() {
+    use cert_core::metrics::{Metered, names};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let issuer = CountingIssuer::new(internal(&storage, Duration::from_secs(4)));
+    let a = manager(&storage, vec![issuer.clone()]);
+    let metered: Arc<dyn Store> = Arc::new(Metered::new(Arc::clone(&storage), "b"));
+    let b = manager(&metered, vec![issuer.clone()]);
+    a.manage(["r.example"]).await.unwrap();
+    b.manage(["r.example"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    a.renew_due().await;
+    assert_eq!(issuer.calls(), 2, "a renewed");
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let local = metrics::set_default_local_recorder(&recorder);
+    b.renew_due().await;
+    drop(local);
+    let operations: Vec<(String, usize)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == names::STORAGE_DURATION)
+        .map(|(key, _, _, value)| {
+            let operation = key
+                .key()
+                .labels()
+                .find(|label| label.key() == "operation")
+                .map(|label| label.value().to_owned())
+                .unwrap_or_default();
+            let count = match value {
+                DebugValue::Histogram(samples) => samples.len(),
+                _ => 0,
+            };
+            (operation, count)
+        })
+        .collect();
+    assert_eq!(operations, vec![("load".to_owned(), 1)]);
+    assert_eq!(issuer.calls(), 2, "b did not issue");
+    assert_eq!(serial(&b, "r.example"), serial(&a, "r.example"));
+}
+
 #[tokio::test]
 async fn falls_back_to_the_next_issuer() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
