@@ -173,6 +173,10 @@ struct Faults {
     stall_refresh: Option<Duration>,
     /// The end of the current hang: a stalled write hangs the whole store until then.
     hung_until: Option<tokio::time::Instant>,
+    /// A pause before every load.
+    load_delay: Option<Duration>,
+    /// Loads under way now, and the most ever under way at once.
+    loading: (usize, usize),
 }
 
 /// A [`Storage`](crate::Storage) and [`Locker`](crate::Locker) wrapper over any store
@@ -197,7 +201,9 @@ struct Faults {
 /// Lock refreshes can also be stalled on their own ([`stall_locks`](FaultyStorage::stall_locks)),
 /// so a holder's keep-alive misses its deadline and the lease is lost while everything
 /// else works. Taking and releasing locks are never failed or stalled: a killed process's
-/// lock simply runs out, and tests need not wait for that. Reads are never touched.
+/// lock simply runs out, and tests need not wait for that. Reads never fail; loads can be
+/// slowed ([`slow_loads`](FaultyStorage::slow_loads)) to see how many a caller keeps in
+/// flight at once ([`most_loads_at_once`](FaultyStorage::most_loads_at_once)).
 ///
 /// Clones share the inner store and the faults: keep one to give orders while an engine
 /// holds another.
@@ -303,6 +309,17 @@ impl<S: ?Sized> FaultyStorage<S> {
         faults.stall_one = None;
         faults.stall_refresh = None;
         faults.hung_until = None;
+        faults.load_delay = None;
+    }
+
+    /// Makes every load from now on wait `delay` before it is forwarded.
+    pub fn slow_loads(&self, delay: Duration) {
+        self.faults.lock().load_delay = Some(delay);
+    }
+
+    /// The most loads ever under way at once.
+    pub fn most_loads_at_once(&self) -> usize {
+        self.faults.lock().loading.1
     }
 
     /// The writes forwarded to the inner store so far (whatever the inner store answered).
@@ -383,7 +400,18 @@ impl<S: crate::Storage + ?Sized> crate::Storage for FaultyStorage<S> {
     }
 
     async fn load(&self, key: &str) -> crate::Result<Vec<u8>> {
-        self.inner.load(key).await
+        let delay = {
+            let mut faults = self.faults.lock();
+            faults.loading.0 += 1;
+            faults.loading.1 = faults.loading.1.max(faults.loading.0);
+            faults.load_delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let loaded = self.inner.load(key).await;
+        self.faults.lock().loading.0 -= 1;
+        loaded
     }
 
     async fn delete(&self, key: &str) -> crate::Result<()> {

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures::StreamExt;
+
 use super::{CertManager, Event};
 use crate::certificate::{system_to_unix, unix_to_system};
 use crate::record;
@@ -39,27 +41,36 @@ impl CertManager {
                 return Ok(Vec::new());
             }
         }
-        let mut removed = Vec::new();
         let cutoff = system_to_unix(now - self.inner.config.clean_grace);
-        for entry in record::scan_certificates(storage).await? {
-            // The rule `certstore clean` applies too: broken records are the engine's to
-            // repair or an operator's to remove; a name whose lock is held is left.
-            let outcome = record::remove_expired(
-                &self.inner.storage,
-                &entry.id,
-                cutoff,
-                &self.inner.config.lock,
-            )
-            .await?;
-            if !matches!(outcome, record::Expiry::Removed { .. }) {
-                continue;
+        // Records are looked at `concurrency` at a time: the pass's storage round trips
+        // overlap instead of adding up, and no more than that many are in flight.
+        let mut checks = futures::stream::iter(record::scan_certificates(storage).await?)
+            .map(|entry| async move {
+                // The rule `certstore clean` applies too: broken records are the engine's
+                // to repair or an operator's to remove; a name whose lock is held is left.
+                let outcome = record::remove_expired(
+                    &self.inner.storage,
+                    &entry.id,
+                    cutoff,
+                    &self.inner.config.lock,
+                )
+                .await?;
+                Ok::<_, Error>(
+                    matches!(outcome, record::Expiry::Removed { .. }).then(|| entry.id.prefix()),
+                )
+            })
+            .buffer_unordered(self.inner.config.concurrency.max(1));
+        let mut removed = Vec::new();
+        while let Some(checked) = checks.next().await {
+            if let Some(prefix) = checked? {
+                self.emit(Event::Cleaned {
+                    prefix: prefix.clone(),
+                });
+                removed.push(prefix);
             }
-            let prefix = entry.id.prefix();
-            self.emit(Event::Cleaned {
-                prefix: prefix.clone(),
-            });
-            removed.push(prefix);
         }
+        drop(checks);
+        removed.sort();
         self.remove_stale_issuances(now - self.inner.config.clean_grace)
             .await;
         match storage.clean_expired_locks().await {
@@ -88,14 +99,16 @@ impl CertManager {
                 Err(err) => tracing::warn!(prefix, error = %err, "listing issuance state failed"),
             }
         }
-        for key in candidates {
-            let stale = match storage.stat(&key).await {
-                Ok(info) => info.is_terminal && info.modified < cutoff,
-                Err(_) => false,
-            };
-            if stale && let Err(err) = storage.delete(&key).await {
-                tracing::warn!(key, error = %err, "removing stale issuance state failed");
-            }
-        }
+        futures::stream::iter(candidates)
+            .for_each_concurrent(self.inner.config.concurrency.max(1), |key| async move {
+                let stale = match storage.stat(&key).await {
+                    Ok(info) => info.is_terminal && info.modified < cutoff,
+                    Err(_) => false,
+                };
+                if stale && let Err(err) = storage.delete(&key).await {
+                    tracing::warn!(key, error = %err, "removing stale issuance state failed");
+                }
+            })
+            .await;
     }
 }

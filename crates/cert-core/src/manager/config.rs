@@ -57,7 +57,8 @@ pub struct ManagerConfig {
     pub retry: RetryPolicy,
     /// How the per-name issuance locks are taken.
     pub lock: LockOptions,
-    /// How many names [`CertManager::manage`](super::CertManager::manage) works on at once. Default 16.
+    /// How many names [`CertManager::manage`](super::CertManager::manage), a renewal pass
+    /// and a cleaning pass work on at once. Default 16.
     pub concurrency: usize,
     /// Cleaning removes certificates expired for longer than this. Default 30 days.
     pub clean_grace: Duration,

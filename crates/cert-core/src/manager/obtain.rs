@@ -12,6 +12,25 @@ use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::record::{self, CertificateId, LoadedCertificate, RecordState};
 use crate::{Error, Lease, LockGuard, Locker, StorageExt, keys, lock};
 
+/// The part of a certificate's lifetime over which certificates issued together spread
+/// their renewal moments.
+const RENEWAL_SPREAD: f64 = 0.1;
+
+/// The part of the lifetime over which the nodes of a fleet spread their own moment for
+/// one certificate.
+const RENEWAL_JITTER: f64 = 0.01;
+
+/// A number in `[0, 1)` that depends only on `serial` (a CA's random serial number, in
+/// hex): FNV-1a of its text, so every node computes the same one.
+fn unit_interval(serial: &str) -> f64 {
+    let hash = serial
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// What storage holds for a name, across every issuer's area.
 pub(super) enum Found {
     /// Nothing.
@@ -346,9 +365,13 @@ impl CertManager {
         certified: Arc<CertifiedKey>,
     ) {
         self.inner.cache.insert(name, certified);
+        // Moved earlier by a part of the lifetime fixed per certificate (the same on every
+        // node), so certificates issued together do not all come due together, and by a
+        // small random part per node, so the fleet's nodes do not all try at once.
         let lifetime = stored.meta.lifetime();
-        let jitter = lifetime.mul_f64(0.02 * fastrand::f64());
-        let renew_at = stored.meta.renew_at(self.inner.config.renew_ratio) - jitter;
+        let spread = lifetime.mul_f64(RENEWAL_SPREAD * unit_interval(&stored.meta.serial));
+        let jitter = lifetime.mul_f64(RENEWAL_JITTER * fastrand::f64());
+        let renew_at = stored.meta.renew_at(self.inner.config.renew_ratio) - spread - jitter;
         let mut names = self.inner.names.lock();
         let state = names
             .entry(name.to_owned())

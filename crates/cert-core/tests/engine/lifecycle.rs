@@ -139,6 +139,38 @@ async fn another_nodes_renewal_costs_one_read() {
     assert_eq!(serial(&b, "r.example"), serial(&a, "r.example"));
 }
 
+/// Certificates issued together come due at moments spread over a tenth of their
+/// lifetime, and every node picks about the same moment for one certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_moments_spread_per_certificate_and_agree_across_nodes() {
+    let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let lifetime = Duration::from_secs(100 * 3600);
+    let issuer = internal(&storage, lifetime);
+    let a = manager(&storage, vec![issuer.clone()]);
+    let b = manager(&storage, vec![issuer]);
+    let names: Vec<String> = (0..40).map(|i| format!("batch-{i}.example")).collect();
+    a.manage(&names).await.unwrap();
+    b.manage(&names).await.unwrap();
+    let moments: Vec<(std::time::SystemTime, std::time::SystemTime)> = names
+        .iter()
+        .map(|n| (a.renewal_moment(n).unwrap(), b.renewal_moment(n).unwrap()))
+        .collect();
+    let earliest = moments.iter().map(|m| m.0).min().unwrap();
+    let latest = moments.iter().map(|m| m.0).max().unwrap();
+    let spread = latest.duration_since(earliest).unwrap();
+    assert!(
+        spread >= lifetime / 20,
+        "{spread:?}: issued together, due together"
+    );
+    for (on_a, on_b) in moments {
+        let apart = on_a.duration_since(on_b).unwrap_or_else(|e| e.duration());
+        assert!(
+            apart <= lifetime / 100 + Duration::from_secs(2),
+            "{apart:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn falls_back_to_the_next_issuer() {
     let storage: Arc<dyn Store> = Arc::new(MemoryStorage::new());

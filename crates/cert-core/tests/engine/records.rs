@@ -1,10 +1,11 @@
-//! Stored records: cleaning expired certificates once per interval across the fleet, a
-//! broken record reported and issued again, and the three-value layout still loading.
+//! Stored records: cleaning expired certificates once per interval across the fleet (and
+//! several records at a time), a broken record reported and issued again, and the
+//! three-value layout still loading.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cert_core::testing::CountingIssuer;
+use cert_core::testing::{CountingIssuer, FaultyStorage};
 use cert_core::{
     CertManager, Event, InternalIssuer, InternalIssuerConfig, LockOptions, MemoryStorage, Store,
 };
@@ -197,4 +198,36 @@ async fn records_in_the_three_value_layout_still_load() {
         serial(&first, "old.example"),
         serial(&second, "old.example")
     );
+}
+
+/// The cleaning pass reads records several at a time, never more than `concurrency`.
+#[tokio::test]
+async fn cleaning_reads_records_concurrently_within_the_bound() {
+    let memory: Arc<dyn Store> = Arc::new(MemoryStorage::new());
+    let names: Vec<String> = (0..24).map(|i| format!("c{i}.example")).collect();
+    let issuing = manager(&memory, vec![internal(&memory, Duration::from_secs(1))]);
+    issuing.manage(&names).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let slow = FaultyStorage::from_arc(Arc::clone(&memory));
+    slow.slow_loads(Duration::from_millis(5));
+    let storage: Arc<dyn Store> = Arc::new(slow.clone());
+    let mut config = config();
+    config.clean_grace = Duration::ZERO;
+    config.concurrency = 4;
+    let cleaning = CertManager::new(
+        Arc::clone(&storage),
+        Arc::new(cert_core::Cache::new(10)),
+        vec![internal(&storage, Duration::from_secs(1))],
+        config,
+    );
+    let removed = cleaning.clean_if_due().await.unwrap();
+    let mut expected: Vec<String> = names
+        .iter()
+        .map(|n| format!("certificates/local/{n}"))
+        .collect();
+    expected.sort();
+    assert_eq!(removed, expected);
+    let most = slow.most_loads_at_once();
+    assert!((2..=4).contains(&most), "{most} loads at once");
 }
