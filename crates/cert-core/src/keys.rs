@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Records made of several values are written with one commit point; the
-//! [`record`](crate::record) module owns their layout.
+//! `record` module (with the `engine` feature) owns their layout.
 //!
 //! `<name>` is [`safe_name`] of a server name, `<issuer>` is [`issuer_key`] of an issuer's
 //! identity (an ACME directory URL, or a local CA's name). Locks have names of their own,

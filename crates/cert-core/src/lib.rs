@@ -5,12 +5,22 @@
 //!   Blob, SQL, Redis, or your own).
 //! - [`Locker`]: leases for mutual exclusion across the fleet; [`lock`] waits for one and
 //!   keeps it alive.
-//! - [`Cache`]: the in-memory map the TLS handshake reads certificates from.
 //! - [`MemoryStorage`]: both traits in memory, for tests and one process.
 //! - [`metrics`]: numbers for dashboards and alerts through the `metrics` facade, and
 //!   [`Metered`](metrics::Metered), the storage wrapper that times every operation.
-//! - `listener` (cargo feature `listener`; `axum` adds `axum::serve` support): a TLS
-//!   listener that completes handshakes concurrently, with a deadline.
+//!
+//! The certificate engine (cargo feature `engine`, on by default) is built on them:
+//! `CertManager` obtains, stores, loads and renews certificates for a set of names across
+//! the fleet, from the `Issuer`s it is given (`InternalIssuer`, a local CA, and
+//! `AcmeIssuer`, ACME with HTTP-01, TLS-ALPN-01 and DNS-01 challenges any node answers);
+//! `Cache` is the in-memory map the TLS handshake reads, and `CertResolver` the rustls
+//! resolver serving from it; `record` keeps each certificate as one record with a single
+//! commit point. A storage backend needs none of it: it depends on this crate with
+//! `default-features = false`, and compiles neither ACME, nor certificate generation, nor
+//! an HTTP client.
+//!
+//! `listener` (cargo feature `listener`; `axum` adds `axum::serve` support) is a TLS
+//! listener that completes handshakes concurrently, with a deadline.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -32,40 +42,53 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+#[cfg(feature = "engine")]
 mod cache;
+#[cfg(feature = "engine")]
 pub mod certificate;
+#[cfg(feature = "engine")]
 pub mod challenge;
 mod compose;
 mod error;
+#[cfg(feature = "engine")]
 pub mod issuer;
 pub mod keys;
 #[cfg(feature = "listener")]
 pub mod listener;
 mod lock;
 mod lock_admin;
+#[cfg(feature = "engine")]
 pub mod manager;
 mod memory;
 pub mod metrics;
+#[cfg(feature = "engine")]
 pub mod record;
+#[cfg(feature = "engine")]
 mod refusals;
+#[cfg(feature = "engine")]
 pub mod resolver;
 mod storage;
 pub mod testing;
 
+#[cfg(feature = "engine")]
 pub use cache::Cache;
+#[cfg(feature = "engine")]
 pub use certificate::{CertificateError, CertificateMeta, KeyType, StoredCertificate};
 pub use compose::{Layer, Store};
 pub use error::{BoxError, Error, KeyProblem, Result};
+#[cfg(feature = "engine")]
 pub use issuer::{
     AcmeConfig, AcmeIssuer, InternalIssuer, InternalIssuerConfig, IssueError, IssueRequest, Issued,
     Issuer,
 };
 pub use lock::{Lease, LockGuard, LockOptions, LockToken, Locker, lock, try_lock};
 pub use lock_admin::{LockAdmin, LockInfo};
+#[cfg(feature = "engine")]
 pub use manager::{
     CertManager, Event, ManageError, ManageFailures, ManagerConfig, OnDemandConfig, RetryPolicy,
 };
 pub use memory::MemoryStorage;
+#[cfg(feature = "engine")]
 pub use resolver::{
     CertResolver, CertSource, HelloInfo, accept_lazy, accept_lazy_hello, server_config,
 };
@@ -77,4 +100,5 @@ pub use storage::{
 
 pub use async_trait::async_trait;
 pub use rustls;
+#[cfg(feature = "engine")]
 pub use tokio_rustls;

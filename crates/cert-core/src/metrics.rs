@@ -15,12 +15,16 @@
 //! Storage numbers come from [`Metered`], a wrapper around any storage; the engine, the
 //! cache, the resolver, the lock helpers and the ACME issuer record the rest themselves.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
 
+#[cfg(feature = "engine")]
+mod engine;
 mod metered;
 
+#[cfg(feature = "engine")]
+pub(crate) use engine::*;
 pub use metered::{Metered, MeteredLayer};
 
 /// The metric names, one constant each.
@@ -195,88 +199,8 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// The engine's recording points, kept here so the call sites stay one line each.
-pub(crate) fn certificate_stored(issuer: &str, renewed: bool) {
-    let name = if renewed {
-        names::CERTIFICATES_RENEWED
-    } else {
-        names::CERTIFICATES_OBTAINED
-    };
-    counter!(name, "issuer" => issuer.to_owned()).increment(1);
-}
-
-pub(crate) fn certificate_failed(issuer: &str, reason: &'static str) {
-    counter!(names::CERTIFICATES_FAILED, "issuer" => issuer.to_owned(), "reason" => reason)
-        .increment(1);
-}
-
-pub(crate) fn on_demand(decision: &'static str) {
-    counter!(names::ON_DEMAND_DECISIONS, "decision" => decision).increment(1);
-}
-
-pub(crate) fn managed_names(count: usize) {
-    gauge!(names::MANAGED_NAMES).set(count as f64);
-}
-
-/// Sets both expiry gauges from the earliest expiry, when any certificate is served.
-pub(crate) fn earliest_expiry(earliest: Option<SystemTime>) {
-    let Some(at) = earliest else { return };
-    let now = SystemTime::now();
-    let left = match at.duration_since(now) {
-        Ok(left) => left.as_secs_f64(),
-        Err(past) => -past.duration().as_secs_f64(),
-    };
-    let unix = match at.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(since) => since.as_secs_f64(),
-        Err(before) => -before.duration().as_secs_f64(),
-    };
-    gauge!(names::EARLIEST_EXPIRY).set(left);
-    gauge!(names::EARLIEST_EXPIRY_TIMESTAMP).set(unix);
-}
-
-pub(crate) fn acme_order(valid: bool) {
-    let outcome = if valid { "valid" } else { "failed" };
-    counter!(names::ACME_ORDERS, "outcome" => outcome).increment(1);
-}
-
-pub(crate) fn acme_challenge(ty: &'static str, valid: bool) {
-    let outcome = if valid { "valid" } else { "failed" };
-    counter!(names::ACME_CHALLENGES, "type" => ty, "outcome" => outcome).increment(1);
-}
-
-pub(crate) fn acme_request(status: Option<u16>, took: Duration) {
-    let class = match status {
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(_) => "5xx",
-        None => "error",
-    };
-    ::metrics::histogram!(names::ACME_REQUEST_DURATION, "status" => class)
-        .record(took.as_secs_f64());
-}
-
-pub(crate) fn cache_entries(delta: f64) {
-    gauge!(names::CACHE_ENTRIES).increment(delta);
-}
-
-pub(crate) fn cache_lookup(hit: bool) {
-    if hit {
-        counter!(names::CACHE_HITS).increment(1);
-    } else {
-        counter!(names::CACHE_MISSES).increment(1);
-    }
-}
-
-pub(crate) fn cache_eviction() {
-    counter!(names::CACHE_EVICTIONS).increment(1);
-    cache_entries(-1.0);
-}
-
-pub(crate) fn single_flight_wait() {
-    counter!(names::CACHE_SINGLE_FLIGHT_WAITS).increment(1);
-}
-
+/// The lock helpers' recording points (the engine's are in `engine.rs`), kept here so the
+/// call sites stay one line each.
 pub(crate) fn lock_taken(waited: Duration) {
     ::metrics::histogram!(names::LOCK_WAIT).record(waited.as_secs_f64());
 }
