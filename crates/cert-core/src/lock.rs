@@ -10,21 +10,22 @@
 //! refreshes the lease in the background until it is released. Work done under a lock must
 //! re-check storage after acquiring: another node may have done it while this one waited.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
 mod lease;
+mod waiters;
 
 pub use lease::{Lease, LockToken};
+use waiters::LocalWaiters;
 
 /// The atomic lock primitives a backend provides.
 ///
@@ -222,51 +223,6 @@ impl Drop for Delivery {
 
 fn jitter(pause: Duration) -> Duration {
     pause.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-/// Wakes waiters in this process as soon as a guard here releases the same name, so local
-/// contention does not wait out a backoff pause. Waiters elsewhere still poll.
-struct LocalWaiters {
-    name: String,
-    notify: Arc<Notify>,
-}
-
-static LOCAL_WAITERS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-impl LocalWaiters {
-    fn register(name: &str) -> Self {
-        let notify = Arc::clone(
-            LOCAL_WAITERS
-                .lock()
-                .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Notify::new())),
-        );
-        LocalWaiters {
-            name: name.to_owned(),
-            notify,
-        }
-    }
-
-    async fn notified(&self) {
-        self.notify.notified().await;
-    }
-
-    fn wake(name: &str) {
-        if let Some(notify) = LOCAL_WAITERS.lock().get(name) {
-            notify.notify_waiters();
-        }
-    }
-}
-
-impl Drop for LocalWaiters {
-    fn drop(&mut self) {
-        let mut waiters = LOCAL_WAITERS.lock();
-        // The map's reference and ours: nobody else is waiting on this name.
-        if Arc::strong_count(&self.notify) <= 2 {
-            waiters.remove(&self.name);
-        }
-    }
 }
 
 struct Shared {
