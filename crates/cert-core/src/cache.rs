@@ -85,6 +85,13 @@ fn normalize(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // The entries gauge counts every cache of the process: this one's leave it.
+        crate::metrics::cache_entries(-(self.len.load(Ordering::Relaxed) as f64));
+    }
+}
+
 impl Cache {
     /// A cache holding at most `capacity` names (exact and wildcard together; at least 1).
     pub fn new(capacity: usize) -> Self {
