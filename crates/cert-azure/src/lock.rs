@@ -171,6 +171,10 @@ impl Locker for AzureStorage {
             Err(failure) => Err(self.fail(lease.name(), failure)),
         }
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

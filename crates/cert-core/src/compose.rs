@@ -86,6 +86,10 @@ macro_rules! forward {
             async fn clean_expired_locks(&self) -> Result<usize> {
                 (**self).clean_expired_locks().await
             }
+
+            fn lock_admin(&self) -> Option<&dyn crate::LockAdmin> {
+                (**self).lock_admin()
+            }
         }
     )+};
 }

@@ -57,6 +57,14 @@ pub trait Locker: fmt::Debug + Send + Sync + 'static {
     async fn clean_expired_locks(&self) -> Result<usize> {
         Ok(0)
     }
+
+    /// The operators' view of the locks (listing them, releasing one by force) when the
+    /// backend offers it: `None` by default, `Some(self)` from backends that implement
+    /// [`LockAdmin`](crate::LockAdmin). Wrappers forward it, so lock administration is
+    /// reached through any storage stack.
+    fn lock_admin(&self) -> Option<&dyn crate::LockAdmin> {
+        None
+    }
 }
 
 /// How [`lock`] and [`try_lock`] take and keep a lock.

@@ -335,4 +335,8 @@ impl<S: crate::Locker + ?Sized> crate::Locker for FaultyStorage<S> {
     async fn clean_expired_locks(&self) -> crate::Result<usize> {
         self.inner.clean_expired_locks().await
     }
+
+    fn lock_admin(&self) -> Option<&dyn crate::LockAdmin> {
+        self.inner.lock_admin()
+    }
 }

@@ -252,6 +252,10 @@ impl<S: Locker> Locker for Encrypted<S> {
     async fn clean_expired_locks(&self) -> Result<usize> {
         self.inner.clean_expired_locks().await
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        self.inner.lock_admin()
+    }
 }
 
 /// Builds [`Encrypted`] storages that share one key ring.

@@ -351,4 +351,8 @@ impl Locker for FileStorage {
         })
         .await
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        Some(self)
+    }
 }

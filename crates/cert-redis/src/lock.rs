@@ -130,6 +130,10 @@ impl Locker for RedisStorage {
             Err(lost(lease))
         }
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

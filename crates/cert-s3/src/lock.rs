@@ -244,4 +244,8 @@ impl Locker for S3Storage {
         self.forget(name, lease.token());
         outcome
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        Some(self)
+    }
 }

@@ -73,6 +73,10 @@ impl Locker for SqlStorage {
         self.timed(async { on_backend!(self, b => b.clean_locks().await) })
             .await
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        Some(self)
+    }
 }
 
 /// Locks listed from the lock table with the time left by the database's clock;

@@ -77,4 +77,8 @@ impl Locker for SlowWrites {
     async fn clean_expired_locks(&self) -> Result<usize> {
         self.inner.clean_expired_locks().await
     }
+
+    fn lock_admin(&self) -> Option<&dyn cert_core::LockAdmin> {
+        self.inner.lock_admin()
+    }
 }

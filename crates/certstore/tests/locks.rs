@@ -180,3 +180,38 @@ async fn locks_on_server_backends() {
         );
     }
 }
+
+/// Lock administration is reached through the opened store, whatever wraps the backend
+/// (encryption, metrics), and is absent where the backend has none.
+#[tokio::test]
+async fn lock_administration_comes_through_every_storage_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let files = FileStorage::new(&root);
+    files
+        .try_acquire("issue/held.example", Duration::from_secs(600))
+        .await
+        .unwrap()
+        .unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, common::KEY_A).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let options = certstore::OpenOptions::default().with_key_file(&key);
+    for url in [path(&root), format!("encrypted+file://{}", path(&root))] {
+        let opened = certstore::open(&url, &options).await.unwrap();
+        let admin = opened
+            .store
+            .lock_admin()
+            .expect("a file storage lists its locks");
+        let names: Vec<String> = admin
+            .list_locks()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|lock| lock.name)
+            .collect();
+        assert_eq!(names, vec!["issue/held.example"], "{url}");
+    }
+    let memory: Arc<dyn cert_core::Store> = Arc::new(cert_core::MemoryStorage::new());
+    assert!(memory.lock_admin().is_none());
+}

@@ -163,6 +163,10 @@ impl<S: Locker> Locker for Metered<S> {
             self.inner.clean_expired_locks()
         )
     }
+
+    fn lock_admin(&self) -> Option<&dyn crate::LockAdmin> {
+        self.inner.lock_admin()
+    }
 }
 
 /// [`Metered`] as a [`Layer`]: `MeteredLayer::new("redis").layer(storage)`.

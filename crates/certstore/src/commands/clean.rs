@@ -91,7 +91,7 @@ async fn clean_locked(opened: &certstore::Opened, args: &CleanArgs) -> CliResult
         }
     }
     let stale = if args.dry_run {
-        match &opened.locks {
+        match opened.store.lock_admin() {
             Some(admin) => {
                 let expired: Vec<String> = admin
                     .list_locks()

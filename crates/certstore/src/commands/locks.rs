@@ -1,7 +1,6 @@
 //! `certstore locks` and `certstore unlock`: the locks held in a storage, listed, and one
 //! removed whatever its holder.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::json;
@@ -19,8 +18,8 @@ pub struct LocksArgs {
     json: bool,
 }
 
-fn lock_admin(opened: &certstore::Opened) -> CliResult<Arc<dyn certstore::LockAdmin>> {
-    opened.locks.clone().ok_or_else(|| {
+fn lock_admin(opened: &certstore::Opened) -> CliResult<&dyn certstore::LockAdmin> {
+    opened.store.lock_admin().ok_or_else(|| {
         CliError::usage(format!(
             "the {} backend cannot list locks (file, Redis, SQL, S3 and Azure storages can)",
             opened.url.backend()

@@ -1,10 +1,11 @@
 //! The backend a storage URL names, opened: a client built or connected, and what the
-//! tools need besides the storage (lock listing, a file storage's directory).
+//! tools need besides the storage (a file storage's directory; lock listing is reached
+//! through the store, `Locker::lock_admin`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cert_core::{LockAdmin, Store};
+use cert_core::Store;
 
 use super::{OpenError, OpenOptions};
 #[allow(unused_imports)] // unused when every backend feature is off
@@ -13,7 +14,6 @@ use crate::url::{StorageUrl, Target};
 pub(super) struct Plain {
     pub(super) store: Arc<dyn Store>,
     pub(super) description: String,
-    pub(super) locks: Option<Arc<dyn LockAdmin>>,
     pub(super) file_root: Option<PathBuf>,
 }
 
@@ -23,7 +23,6 @@ impl Plain {
         Plain {
             store,
             description,
-            locks: None,
             file_root: None,
         }
     }
@@ -44,10 +43,9 @@ pub(super) async fn open_plain(
         Target::File { path } => {
             let storage = cert_file::FileStorage::new(path);
             let mut plain = Plain::new(
-                Arc::new(storage.clone()),
+                Arc::new(storage),
                 format!("file storage in {}", path.display()),
             );
-            plain.locks = Some(Arc::new(storage));
             plain.file_root = Some(path.clone());
             Ok(plain)
         }
@@ -58,15 +56,13 @@ pub(super) async fn open_plain(
         } => {
             let config = cert_redis::RedisConfig::new(redis_url.clone()).with_namespace(namespace);
             let storage = config.connect().await.map_err(storage_error)?;
-            let mut plain = Plain::new(
-                Arc::new(storage.clone()),
+            Ok(Plain::new(
+                Arc::new(storage),
                 format!(
                     "redis namespace {namespace:?} at {}",
                     crate::redact(redis_url)
                 ),
-            );
-            plain.locks = Some(Arc::new(storage));
-            Ok(plain)
+            ))
         }
         #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
         Target::Sql {
@@ -82,17 +78,14 @@ pub(super) async fn open_plain(
             let storage = cert_sql::SqlStorage::connect_with(sql_url, config)
                 .await
                 .map_err(storage_error)?;
-            let storage = Arc::new(storage);
-            let mut plain = Plain::new(
-                storage.clone(),
+            Ok(Plain::new(
+                Arc::new(storage),
                 format!(
                     "{} tables {tables} namespace {namespace:?} at {}",
                     url.backend(),
                     crate::redact(sql_url)
                 ),
-            );
-            plain.locks = Some(storage);
-            Ok(plain)
+            ))
         }
         #[cfg(feature = "s3")]
         Target::S3 {
@@ -131,13 +124,10 @@ pub(super) async fn open_plain(
                 Some(endpoint) => format!(" at {}", crate::redact(endpoint)),
                 None => String::new(),
             };
-            let storage = Arc::new(storage);
-            let mut plain = Plain::new(
-                storage.clone(),
+            Ok(Plain::new(
+                Arc::new(storage),
                 format!("s3 bucket {bucket:?} prefix {prefix:?}{where_}"),
-            );
-            plain.locks = Some(storage);
-            Ok(plain)
+            ))
         }
         #[cfg(feature = "azure")]
         Target::Azure {
@@ -165,13 +155,10 @@ pub(super) async fn open_plain(
                     ),
                 });
             }
-            let storage = Arc::new(storage);
-            let mut plain = Plain::new(
-                storage.clone(),
+            Ok(Plain::new(
+                Arc::new(storage),
                 format!("azure container {container:?} of account {account:?} prefix {prefix:?}"),
-            );
-            plain.locks = Some(storage);
-            Ok(plain)
+            ))
         }
         #[allow(unreachable_patterns)]
         _ => Err(OpenError::NotCompiled {

@@ -14,8 +14,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cert_core::Store;
 use cert_core::metrics::Metered;
-use cert_core::{LockAdmin, Store};
 
 use crate::url::{Backend, StorageUrl, UrlError};
 
@@ -89,8 +89,6 @@ pub struct Opened {
     /// A one-line description without secrets, for example
     /// `redis namespace "prod" at redis://:***@cache:6379/0`.
     pub description: String,
-    /// Lock listing and forced release, where the backend offers them.
-    pub locks: Option<Arc<dyn LockAdmin>>,
     /// The directory of a file storage.
     pub file_root: Option<PathBuf>,
     /// The encrypted view, for `encrypted+` URLs (re-keying, key checks).
@@ -102,7 +100,7 @@ impl fmt::Debug for Opened {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opened")
             .field("description", &self.description)
-            .field("lock_listing", &self.locks.is_some())
+            .field("lock_listing", &self.store.lock_admin().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,7 +151,6 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<Opened, OpenError>
     let mut opened = Opened {
         store: plain.store,
         description: plain.description,
-        locks: plain.locks,
         file_root: plain.file_root,
         url,
         #[cfg(feature = "encrypted")]
