@@ -43,6 +43,18 @@ pub(crate) fn lock_lost<T: Debug>(result: Result<T>, what: impl Display) {
     }
 }
 
+/// Panics unless releasing `lease` succeeded, or found it lost once it had run out: on a
+/// server slowed down by other work, the steps of a case can outlast a lease that is
+/// never refreshed, and only then may its release find it gone.
+#[track_caller]
+pub(crate) fn released(result: Result<()>, lease: &cert_core::Lease, what: impl Display) {
+    match result {
+        Ok(()) => {}
+        Err(Error::LockLost { .. }) if lease.is_expired() => {}
+        Err(err) => panic!("{what}: unexpected error {err:?} ({err}) while the lease was live"),
+    }
+}
+
 /// Loads `key` and panics unless it holds `want`.
 #[track_caller]
 pub(crate) fn assert_value(got: Result<Vec<u8>>, key: &str, want: &[u8]) {

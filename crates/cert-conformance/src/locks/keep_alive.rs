@@ -8,7 +8,7 @@ use cert_core::{Lease, Locker, Store, lock};
 
 use super::{TIMER_SLACK, acquire, as_locker, assert_held, join, options, take_by};
 use crate::Fixture;
-use crate::support::{lock_lost, ok};
+use crate::support::{lock_lost, ok, released};
 
 /// The guard returned by [`lock`] keeps refreshing: with a 300 ms time to live it holds
 /// the lock for well over a second, nobody else gets it, and the guard is not lost.
@@ -161,7 +161,11 @@ pub async fn lost_lock_noticed_within_ttl(fixture: &Fixture) {
                 guard.release().await,
                 format_args!("{name}: release of the lost guard"),
             );
-            ok(other.release(&lease).await, "release by the new holder");
+            released(
+                other.release(&lease).await,
+                &lease,
+                "release by the new holder",
+            );
         }));
     }
     for case in cases {
