@@ -54,9 +54,7 @@ impl CertManager {
         match self.load_stored(&name).await? {
             Found::Valid(loaded) => {
                 let due = self.due(&loaded.stored).await;
-                self.install(&name, &loaded.stored, Arc::clone(&loaded.certified));
-                self.apply_window(&name, &loaded.stored).await;
-                self.emit(Event::Loaded { name: name.clone() });
+                self.serve_stored(&name, &loaded, true).await;
                 if !due {
                     return Ok(());
                 }
@@ -75,6 +73,23 @@ impl CertManager {
                     Err(err)
                 }
             }
+        }
+    }
+
+    /// Serves a certificate loaded from storage (in the cache, with its renewal moment)
+    /// and, when `announce`, emits [`Event::Loaded`].
+    pub(super) async fn serve_stored(
+        &self,
+        name: &str,
+        loaded: &LoadedCertificate,
+        announce: bool,
+    ) {
+        self.install(name, &loaded.stored, Arc::clone(&loaded.certified));
+        self.apply_window(name, &loaded.stored).await;
+        if announce {
+            self.emit(Event::Loaded {
+                name: name.to_owned(),
+            });
         }
     }
 
@@ -116,13 +131,7 @@ impl CertManager {
                 let newer = served
                     .as_ref()
                     .is_none_or(|s| s.serial != loaded.stored.meta.serial);
-                self.install(name, &loaded.stored, Arc::clone(&loaded.certified));
-                self.apply_window(name, &loaded.stored).await;
-                if newer {
-                    self.emit(Event::Loaded {
-                        name: name.to_owned(),
-                    });
-                }
+                self.serve_stored(name, &loaded, newer).await;
                 return Ok(());
             }
             Found::Valid(loaded) => replaced_key = Some(loaded.stored.key_pem.clone()),
@@ -358,12 +367,7 @@ impl CertManager {
         })
     }
 
-    pub(super) fn install(
-        &self,
-        name: &str,
-        stored: &StoredCertificate,
-        certified: Arc<CertifiedKey>,
-    ) {
+    fn install(&self, name: &str, stored: &StoredCertificate, certified: Arc<CertifiedKey>) {
         self.inner.cache.insert(name, certified);
         // Moved earlier by a part of the lifetime fixed per certificate (the same on every
         // node), so certificates issued together do not all come due together, and by a
@@ -406,7 +410,7 @@ impl CertManager {
 
     /// Moves this node's renewal moment to a random point of the issuer's suggested
     /// window, when it offers one.
-    pub(super) async fn apply_window(&self, name: &str, stored: &StoredCertificate) {
+    async fn apply_window(&self, name: &str, stored: &StoredCertificate) {
         let Some((start, end)) = self.issuer_window(&stored.meta, &stored.chain_pem).await else {
             return;
         };

@@ -83,11 +83,7 @@ impl CertManager {
         {
             return false;
         }
-        self.install(name, &loaded.stored, Arc::clone(&loaded.certified));
-        self.apply_window(name, &loaded.stored).await;
-        self.emit(super::Event::Loaded {
-            name: name.to_owned(),
-        });
+        self.serve_stored(name, &loaded, true).await;
         true
     }
 
