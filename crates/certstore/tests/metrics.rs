@@ -44,6 +44,41 @@ async fn handshake(manager: &CertManager, name: &str, root_pem: &str) -> Result<
     }
 }
 
+/// One caller of the cache's single-flight load for a name holds the load open; a second
+/// caller for the name is polled once (it finds the load under way and waits), then the
+/// first finishes and both get its certificate.
+async fn single_flight_wait(manager: &CertManager) {
+    use futures::FutureExt;
+    let cache = Cache::new(10);
+    let served = manager.cache().get("a.test").unwrap();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let first = cache.get_or_try_insert_with("flight.test", || async {
+        started_tx.send(()).unwrap();
+        finished.await.unwrap();
+        Ok::<_, ()>(Arc::clone(&served))
+    });
+    let mut first = Box::pin(first);
+    let mut second = Box::pin(
+        cache.get_or_try_insert_with("flight.test", || async { Err::<std::sync::Arc<_>, ()>(()) }),
+    );
+    assert!(
+        (&mut first).now_or_never().is_none(),
+        "the first load waits"
+    );
+    started.await.unwrap();
+    assert!(
+        (&mut second).now_or_never().is_none(),
+        "the second caller waits"
+    );
+    finish.send(()).unwrap();
+    let (a, b) = tokio::join!(first, second);
+    assert!(
+        Arc::ptr_eq(&a.unwrap(), &b.unwrap()),
+        "one load served both"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoint_follows_issuance_renewal_handshakes_an_outage_and_a_lost_lock() {
     let handle = certstore::prometheus::install().unwrap();
@@ -152,10 +187,15 @@ async fn the_endpoint_follows_issuance_renewal_handshakes_an_outage_and_a_lost_l
         series(&text, decisions, &[("decision", "rate_limited")]),
         Some(1.0)
     );
-    let waits = "certstore_cache_single_flight_waits_total";
-    assert!(series(&text, waits, &[]).unwrap() >= 1.0, "{text}");
     assert_eq!(series(&text, obtained, &[("issuer", &issuer)]), Some(2.0));
     manager.unmanage(["ok1.test", "ok2.test"]);
+
+    // Single flight: a second caller for a name whose load is under way waits for it.
+    let waits = "certstore_cache_single_flight_waits_total";
+    let before = series(&scrape().await, waits, &[]).unwrap_or(0.0);
+    single_flight_wait(&manager).await;
+    let after = series(&scrape().await, waits, &[]);
+    assert_eq!(after, Some(before + 1.0));
 
     // A storage outage: writes fail, the new name cannot be issued.
     faulty.fail_after_writes(0);
